@@ -61,6 +61,7 @@ class Settings:
     state_cache_size: int = 200_000
     group_id: str = "segstream-processor"
     idempotent_producer: bool = False
+    session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         if self.secret_key is not None and len(self.secret_key.get()) < MIN_SECRET_KEY_LENGTH:
@@ -148,4 +149,5 @@ _ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "state_cache_size": ("SEGSTREAM_STATE_CACHE", _non_negative_int),
     "group_id": ("SEGSTREAM_GROUP_ID", _str),
     "idempotent_producer": ("SEGSTREAM_KAFKA_IDEMPOTENCE", _bool),
+    "session_timeout_ms": ("SEGSTREAM_SESSION_TIMEOUT_MS", _positive_int),
 }

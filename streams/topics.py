@@ -27,7 +27,6 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 # them to brokers asynchronously), and for a fetch to report every high watermark.
 METADATA_WAIT_S: Final = 10.0
 HIGHWATER_WAIT_S: Final = 10.0
-DEFINITIONS_PARTITIONS: Final = 1
 
 
 class CoPartitionError(RuntimeError):
@@ -66,10 +65,6 @@ class TopicNames:
         return f"{self.prefix}segments.repartition"
 
     @property
-    def definitions(self) -> str:
-        return f"{self.prefix}segments.definitions"
-
-    @property
     def inputs(self) -> tuple[str, str]:
         """The topics storefront producers write to."""
         return (self.customers, self.orders)
@@ -81,7 +76,7 @@ class TopicNames:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (*self.co_partitioned, self.membership, self.dlq, self.definitions)
+        return (*self.co_partitioned, self.membership, self.dlq)
 
 
 async def ensure_topics(
@@ -93,7 +88,6 @@ async def ensure_topics(
     ``customers``, ``orders`` and the repartition topic differ in partition count.
     """
     wanted = {topic: partitions for topic in names.all}
-    wanted[names.definitions] = DEFINITIONS_PARTITIONS  # one ordered log of changes
     async with _admin(bootstrap) as admin:
         existing = set(await admin.list_topics())
         missing = [

@@ -33,7 +33,6 @@ def test_topic_names_carry_the_prefix() -> None:
     assert names.membership == "acme.segment-membership"
     assert names.dlq == "acme.segments.dlq"
     assert names.repartition == "acme.segments.repartition"
-    assert names.definitions == "acme.segments.definitions"
     assert names.co_partitioned == ("acme.customers", "acme.orders", "acme.segments.repartition")
     assert TopicNames().customers == "customers"
 
@@ -57,7 +56,7 @@ async def test_ensure_topics_creates_every_topic_once(settings: Settings) -> Non
     assert await ensure_topics(bootstrap, names, 4, 1) == 4  # existing topics are fine
 
     counts = await partition_counts(bootstrap, names.all)
-    assert counts == {topic: 4 for topic in names.all} | {names.definitions: 1}
+    assert counts == {topic: 4 for topic in names.all}
 
 
 async def test_ensure_topics_refuses_unequal_co_partitioned_topics(settings: Settings) -> None:

@@ -1,0 +1,175 @@
+"""Composition root: wires settings, services, processor and HTTP server into the CLI's roles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from redis.asyncio import Redis
+
+from streams.definitions import DefinitionStore, apply_segments_file
+from streams.embedded import resolve_services
+from streams.http import HealthChecks, build_app, health_routes, serve
+from streams.lag import consumer_lag, groups_and_topics, prometheus_lag
+from streams.processor import Processor
+from streams.settings import Secret, Settings
+from streams.topics import TopicNames
+
+log = logging.getLogger("segstream")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What `segstream up` / `process` were asked to do beyond the settings."""
+
+    segments_file: str | None = None
+    demo: bool = False
+    http: bool = True
+    processor: bool = True
+
+
+def services_file(settings: Settings) -> Path:
+    return settings.run_dir / "services.json"
+
+
+def discover_running(settings: Settings) -> Settings:
+    """Point unset service addresses at a running `segstream up` on this machine, if any."""
+    if settings.kafka_bootstrap and settings.redis_url:
+        return settings
+    path = services_file(settings)
+    try:
+        found = json.loads(path.read_text())
+        os.kill(int(found["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return settings
+    return replace(
+        settings,
+        kafka_bootstrap=settings.kafka_bootstrap or found["kafka_bootstrap"],
+        redis_url=settings.redis_url or found["redis_url"],
+    )
+
+
+def fill_generated_secrets(settings: Settings, say: Callable[[str], None]) -> Settings:
+    """`up` runs without configuration: generate the API token and encryption key it lacks."""
+    if settings.api_token is None:
+        token = secrets.token_urlsafe(24)
+        settings = replace(settings, api_token=Secret(token))
+        say(f"API token (generated for this run): {token}")
+    if settings.secret_key is None:
+        settings = replace(settings, secret_key=Secret(Fernet.generate_key().decode()))
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def redis_client(url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(url, decode_responses=False)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_system(
+    settings: Settings,
+    options: UpOptions,
+    say: Callable[[str], None],
+    extra: Callable[[Settings, Redis, Processor, asyncio.Event], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start the services (embedded where unconfigured) and the roles; run until `stop`."""
+    stop = stop or asyncio.Event()
+    async with resolve_services(settings) as ready:
+        assert ready.kafka_bootstrap and ready.redis_url
+        say(f"Kafka: {ready.kafka_bootstrap}   Redis: {ready.redis_url}")
+        async with redis_client(ready.redis_url) as redis:
+            await _load_segments(ready, redis, options, say)
+            processor = Processor(ready, redis)
+            with _published(ready):
+                await _run_roles(ready, redis, processor, options, say, extra, stop)
+
+
+async def _load_segments(
+    settings: Settings, redis: Redis, options: UpOptions, say: Callable[[str], None]
+) -> None:
+    if options.segments_file:
+        store = DefinitionStore(redis, settings.key_prefix)
+        applied = await apply_segments_file(store, options.segments_file)
+        say(f"Segments from {options.segments_file}: "
+            + ", ".join(f"{d.id} (v{d.version})" for d in applied))
+
+
+@contextlib.contextmanager
+def _published(settings: Settings) -> object:
+    """Let `segstream produce` / `lag` on this machine find the services of this run."""
+    path = services_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "pid": os.getpid(), "kafka_bootstrap": settings.kafka_bootstrap,
+        "redis_url": settings.redis_url, "http_port": settings.http_port,
+    }))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _run_roles(
+    settings: Settings,
+    redis: Redis,
+    processor: Processor,
+    options: UpOptions,
+    say: Callable[[str], None],
+    extra: Callable[[Settings, Redis, Processor, asyncio.Event], Awaitable[None]] | None,
+    stop: asyncio.Event,
+) -> None:
+    assert settings.kafka_bootstrap
+    tasks: list[asyncio.Task[None]] = []
+    checks = HealthChecks(settings.kafka_bootstrap, redis)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(checks.close)
+        if options.http:
+            app = build_app(health_routes(checks, _metrics(settings, processor)))
+            await stack.enter_async_context(serve(app, settings.http_host, settings.http_port))
+            say(f"HTTP: http://{settings.http_host}:{settings.http_port}/health/ready")
+        if options.processor:
+            tasks.append(asyncio.create_task(processor.run(), name="processor"))
+        if extra is not None:
+            tasks.append(asyncio.create_task(extra(settings, redis, processor, stop), name="extra"))
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        processor.stop()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        waiter.cancel()
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+def _metrics(settings: Settings, processor: Processor) -> Callable[[], Awaitable[str]]:
+    async def render() -> str:
+        assert settings.kafka_bootstrap
+        groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
+        text = prometheus_lag(await consumer_lag(settings.kafka_bootstrap, groups))
+        engine = processor.engine
+        if engine is not None:
+            for name, value in vars(engine.stats).items():
+                text += f"# TYPE segstream_{name}_total counter\nsegstream_{name}_total {value}\n"
+        return text
+
+    return render

@@ -1,0 +1,192 @@
+"""`segstream`: the command line (contract section 2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.app import (
+    UpOptions,
+    discover_running,
+    fill_generated_secrets,
+    run_system,
+    stop_on_signals,
+)
+from streams.settings import Settings
+
+console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+        code: int = asyncio.run(args.handler(args, settings))
+    except KeyboardInterrupt:
+        code = 130
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        code = 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segstream", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="the whole system on this machine (embedded services)")
+    up.add_argument("--segments", metavar="FILE", help="JSON list of segment definitions")
+    up.add_argument("--demo", action="store_true", help="demo segments and storefront traffic")
+    up.add_argument("--demo-rate", type=int, default=200, help="demo events per second")
+    up.set_defaults(handler=_up)
+
+    process = sub.add_parser("process", help="the stream processor alone")
+    process.add_argument("--segments", metavar="FILE", help="JSON list of segment definitions")
+    process.set_defaults(handler=_process)
+
+    api = sub.add_parser("api", help="the HTTP server alone")
+    api.set_defaults(handler=_api)
+
+    produce = sub.add_parser("produce", help="validate and send JSON Lines events")
+    produce.add_argument("file", help="JSON Lines file, or - for stdin")
+    produce.set_defaults(handler=_produce)
+
+    lag = sub.add_parser("lag", help="consumer lag per group, topic and partition")
+    lag.add_argument("--json", action="store_true", help="JSON instead of a table")
+    lag.set_defaults(handler=_lag)
+    return parser
+
+
+async def _up(args: argparse.Namespace, settings: Settings) -> int:
+    settings = fill_generated_secrets(settings, console.print)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    extra = None
+    if args.demo:
+        from streams.demo import run_demo
+
+        async def extra_demo(s: Settings, redis: object, processor: object, st: object) -> None:
+            await run_demo(s, redis, processor, stop, console, rate=args.demo_rate)
+
+        extra = extra_demo
+    options = UpOptions(segments_file=args.segments, demo=args.demo)
+    await run_system(settings, options, console.print, extra, stop)  # type: ignore[arg-type]
+    console.print("stopped cleanly")
+    return 0
+
+
+async def _process(args: argparse.Namespace, settings: Settings) -> int:
+    _require_services(settings, "process")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_system(settings, UpOptions(segments_file=args.segments, http=False),
+                     console.print, None, stop)
+    return 0
+
+
+async def _api(args: argparse.Namespace, settings: Settings) -> int:
+    _require_services(settings, "api")
+    if settings.api_token is None:
+        raise ValueError("SEGSTREAM_API_TOKEN must be set for `segstream api`")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_system(settings, UpOptions(processor=False), console.print, None, stop)
+    return 0
+
+
+def _require_services(settings: Settings, role: str) -> None:
+    missing = [name for name, value in (("SEGSTREAM_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                                        ("SEGSTREAM_REDIS_URL", settings.redis_url)) if not value]
+    if missing:
+        raise ValueError(
+            f"`segstream {role}` runs against configured services: set {' and '.join(missing)} "
+            "(or use `segstream up` for everything embedded)"
+        )
+
+
+async def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.produce import produce_lines
+    from streams.topics import TopicNames, ensure_topics
+
+    settings = _found(settings, "produce")
+    assert settings.kafka_bootstrap
+    topics = TopicNames(settings.topic_prefix)
+    await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
+                        settings.replication_factor)
+    with _open(args.file) as stream:
+        report = await produce_lines(settings.kafka_bootstrap, _lines(stream), topics,
+                                     settings.idempotent_producer)
+    for number, reason in report.rejected:
+        console.print(f"[red]line {number}[/red]: {reason}")
+    sent = ", ".join(f"{n} to {t}" for t, n in sorted(report.sent.items())) or "nothing"
+    console.print(f"sent {sent}; rejected {len(report.rejected)}")
+    return 1 if report.rejected else 0
+
+
+async def _lag(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.lag import consumer_lag, groups_and_topics
+    from streams.topics import TopicNames
+
+    settings = _found(settings, "lag")
+    assert settings.kafka_bootstrap
+    groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
+    rows = await consumer_lag(settings.kafka_bootstrap, groups)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    table = Table("group", "topic", "partition", "committed", "end", "lag")
+    for r in rows:
+        table.add_row(r.group, r.topic, str(r.partition),
+                      "-" if r.committed is None else str(r.committed), str(r.end), str(r.lag))
+    Console().print(table)
+    return 0
+
+
+def _found(settings: Settings, command: str) -> Settings:
+    found = discover_running(settings)
+    if not found.kafka_bootstrap:
+        raise ValueError(
+            f"`segstream {command}` needs a broker: set SEGSTREAM_KAFKA_BOOTSTRAP, or start "
+            "`segstream up` on this machine first"
+        )
+    return found
+
+
+class _open:
+    """A binary stream for a path, or stdin for `-`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        if self.path == "-":
+            return sys.stdin.buffer
+        self.stream = open(self.path, "rb")  # noqa: SIM115
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    yield from stream
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Segment definitions stored durably in Redis, versioned, with a revision counter processors poll.
+
+    <prefix>:defs        hash  segment_id -> JSON {id, version, slot, body, updated_at}
+    <prefix>:defs:slot   counter handing out membership bit positions (never reused)
+    <prefix>:defs:rev    counter bumped on every change; processors reload when it moves
+    <prefix>:defs:tombs  hash  slot -> JSON {id, version} of deleted segments, so partitions can
+                         emit `segment_deleted` removals for bits they still hold
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from segments.definitions import SegmentDefinition, check_graph, parse_definition
+
+
+@dataclass(frozen=True)
+class DefinitionSet:
+    """A consistent snapshot: live definitions, tombstones of deleted ones, and the revision."""
+
+    revision: int
+    live: Mapping[str, SegmentDefinition]
+    tombstones: Mapping[int, tuple[str, int]]
+
+    def fingerprint(self) -> str:
+        """What a partition records once its memberships match this set."""
+        parts = sorted(f"{d.id}@{d.version}" for d in self.live.values())
+        return ",".join(parts)
+
+
+class DefinitionStore:
+    """Create, replace, delete and load segment definitions."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.key = f"{prefix}:defs"
+        self.slot_key = f"{prefix}:defs:slot"
+        self.rev_key = f"{prefix}:defs:rev"
+        self.tomb_key = f"{prefix}:defs:tombs"
+
+    async def revision(self) -> int:
+        raw = await self.redis.get(self.rev_key)
+        return int(raw or 0)
+
+    async def load(self) -> DefinitionSet:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.rev_key).hgetall(self.key).hgetall(self.tomb_key)
+            rev, raw_defs, raw_tombs = await pipe.execute()
+        live = {d.id: d for d in (_decode(v) for v in raw_defs.values())}
+        tombs = {int(k): _tomb(v) for k, v in raw_tombs.items()}
+        return DefinitionSet(int(rev or 0), live, tombs)
+
+    async def put(self, segment_id: str, body: Any) -> SegmentDefinition:
+        """Create or replace; validates the definition and the segment graph (no cycles)."""
+        while True:
+            try:
+                return await self._put_once(segment_id, body)
+            except WatchError:
+                continue
+
+    async def _put_once(self, segment_id: str, body: Any) -> SegmentDefinition:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.key)
+            current = {d.id: d for d in (_decode(v) for v in (await pipe.hgetall(self.key)).values())}
+            old = current.get(segment_id)
+            if old is not None and _canonical(old.raw) == _canonical(body):
+                return old
+            slot = old.slot if old else int(await pipe.incr(self.slot_key)) - 1
+            version = old.version + 1 if old else 1
+            definition = parse_definition(body, segment_id=segment_id, version=version, slot=slot)
+            check_graph({**current, segment_id: definition})
+            pipe.multi()
+            pipe.hset(self.key, segment_id, _encode(definition))
+            pipe.incr(self.rev_key)
+            await pipe.execute()
+            return definition
+
+    async def delete(self, segment_id: str) -> SegmentDefinition | None:
+        while True:
+            try:
+                return await self._delete_once(segment_id)
+            except WatchError:
+                continue
+
+    async def _delete_once(self, segment_id: str) -> SegmentDefinition | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.key)
+            current = {d.id: d for d in (_decode(v) for v in (await pipe.hgetall(self.key)).values())}
+            old = current.pop(segment_id, None)
+            if old is None:
+                return None
+            check_graph(current)
+            pipe.multi()
+            pipe.hdel(self.key, segment_id)
+            pipe.hset(self.tomb_key, str(old.slot), orjson.dumps([old.id, old.version]))
+            pipe.incr(self.rev_key)
+            await pipe.execute()
+            return old
+
+
+def _canonical(body: Any) -> Any:
+    return orjson.loads(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
+def _encode(d: SegmentDefinition) -> bytes:
+    record = {"id": d.id, "version": d.version, "slot": d.slot, "body": _canonical(d.raw),
+              "updated_at": time.time()}
+    return orjson.dumps(record)
+
+
+def _decode(raw: bytes) -> SegmentDefinition:
+    record = orjson.loads(raw)
+    return parse_definition(
+        record["body"], segment_id=record["id"], version=record["version"], slot=record["slot"]
+    )
+
+
+def _tomb(raw: bytes) -> tuple[str, int]:
+    segment_id, version = orjson.loads(raw)
+    return str(segment_id), int(version)
+
+
+class SegmentsFileError(ValueError):
+    """A `--segments FILE` that cannot be loaded; the message says where and why."""
+
+
+async def apply_segments_file(store: DefinitionStore, path: str) -> list[SegmentDefinition]:
+    """Create or replace every definition in a JSON file holding a list of `{"id", ...}`."""
+    from pathlib import Path
+
+    from segments.definitions import DefinitionError
+
+    try:
+        entries = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise SegmentsFileError(f"{path}: cannot read segment definitions: {exc}") from None
+    if not isinstance(entries, list):
+        raise SegmentsFileError(f"{path}: expected a JSON list of segment definitions")
+    applied = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise SegmentsFileError(f"{path}: [{n}] needs a non-empty string \"id\"")
+        body = {k: v for k, v in entry.items() if k != "id"}
+        try:
+            applied.append(await store.put(entry["id"], body))
+        except DefinitionError as exc:
+            problems = "; ".join(f"{d['path']}: {d['message']}" for d in exc.details)
+            raise SegmentsFileError(f"{path}: segment {entry['id']!r}: {problems}") from None
+    return applied

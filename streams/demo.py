@@ -1,0 +1,140 @@
+"""`segstream up --demo`: demo segments, generated storefront traffic, and a live view of changes.
+
+What a newcomer sees within seconds: events going in, customers entering and leaving segments,
+member counts per segment, and the most recent membership events as they appear on the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from segments.events import TOPIC_OF_TYPE
+from streams.definitions import DefinitionStore
+from streams.processor import Processor
+from streams.settings import Settings
+from streams.store import StateStore
+from streams.topics import TopicNames, ensure_topics, high_watermarks, partition_counts
+from streams.traffic import DEMO_SEGMENTS, Storefront
+
+
+class DemoView:
+    """What the live screen shows; updated by the producer and the membership watcher."""
+
+    def __init__(self, segments: dict[str, str]) -> None:
+        self.segments = segments
+        self.sent = 0
+        self.started = time.monotonic()
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=12)
+        self.changes = 0
+        self.members: dict[str, int] = dict.fromkeys(segments, 0)
+
+    def render(self, processor: Processor) -> Group:
+        stats = processor.engine.stats if processor.engine else None
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        head = (
+            f"events sent [bold]{self.sent}[/bold] ({self.sent / elapsed:.0f}/s)   "
+            f"applied [bold]{stats.applied if stats else 0}[/bold]   "
+            f"dead letters {stats.dead_letters if stats else 0}   "
+            f"membership events [bold]{self.changes}[/bold]"
+        )
+        counts = Table("segment", "name", "members", expand=True)
+        for segment_id, name in self.segments.items():
+            counts.add_row(segment_id, name, str(self.members.get(segment_id, 0)))
+        recent = Table("changed_at", "customer", "change", "segment", "reason", expand=True)
+        for change in reversed(self.recent):
+            added = change["type"].endswith("added")
+            recent.add_row(
+                change["changed_at"][11:23], change["customer_id"],
+                "[green]+ added[/green]" if added else "[red]- removed[/red]",
+                change["segment_id"], change["reason"],
+            )
+        return Group(Panel(head, title="segstream demo  (Ctrl-C to stop)"), counts, recent)
+
+
+async def run_demo(
+    settings: Settings,
+    redis: Redis,
+    processor: Processor,
+    stop: asyncio.Event,
+    console: Console,
+    rate: int = 200,
+) -> None:
+    """Create the demo segments, then produce traffic and show changes until `stop`."""
+    assert settings.kafka_bootstrap
+    topics = TopicNames(settings.topic_prefix)
+    await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
+                        settings.replication_factor)
+    store = DefinitionStore(redis, settings.key_prefix)
+    for entry in DEMO_SEGMENTS:
+        await store.put(entry["id"], {k: v for k, v in entry.items() if k != "id"})
+    view = DemoView({e["id"]: e["name"] for e in DEMO_SEGMENTS})
+    counts = StateStore(redis, settings.key_prefix)
+    tasks = [
+        asyncio.create_task(_traffic(settings.kafka_bootstrap, topics, view, stop, rate)),
+        asyncio.create_task(_watch(settings.kafka_bootstrap, topics, view, stop)),
+    ]
+    try:
+        with Live(view.render(processor), console=console, refresh_per_second=4) as live:
+            while not stop.is_set():
+                for segment_id in view.segments:
+                    view.members[segment_id] = await counts.member_count(
+                        settings.partitions, segment_id)
+                live.update(view.render(processor))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def _traffic(
+    bootstrap: str, topics: TopicNames, view: DemoView, stop: asyncio.Event, rate: int
+) -> None:
+    shop = Storefront(seed=int(time.time()), customers=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        tick = 0.1
+        per_tick = max(1, int(rate * tick))
+        while not stop.is_set():
+            for event in shop.events(per_tick):
+                topic = getattr(topics, TOPIC_OF_TYPE[event["type"]])
+                await producer.send(topic, orjson.dumps(event),
+                                    key=event["customer_id"].encode())
+                view.sent += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+    finally:
+        await producer.stop()
+
+
+async def _watch(bootstrap: str, topics: TopicNames, view: DemoView, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        count = (await partition_counts(bootstrap, [topics.membership]))[topics.membership]
+        tps = [TopicPartition(topics.membership, p) for p in range(count)]
+        consumer.assign(tps)
+        ends = await high_watermarks(bootstrap, tps)
+        for tp in tps:
+            consumer.seek(tp, ends.get(tp, 0))
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    view.recent.append(orjson.loads(record.value))
+                    view.changes += 1
+    finally:
+        await consumer.stop()

@@ -1,0 +1,103 @@
+"""The HTTP server: health endpoints and Prometheus metrics, served in-process with uvicorn.
+
+`/health/live` answers while the process runs; `/health/ready` only when Kafka and Redis answer.
+The segment API (contract section 6) mounts its routes on the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaClient
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+MetricsSource = Callable[[], Awaitable[str]]
+
+
+class HealthChecks:
+    """Answers whether the services the roles need are reachable right now."""
+
+    def __init__(self, kafka_bootstrap: str, redis: Redis) -> None:
+        self.redis = redis
+        self.kafka = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=3000)
+        self._started = False
+
+    async def close(self) -> None:
+        if self._started:
+            await self.kafka.close()
+
+    async def check(self) -> dict[str, str]:
+        results: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2.0)
+            results["redis"] = "ok"
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            results["redis"] = f"unreachable: {exc.__class__.__name__}"
+        try:
+            if not self._started:
+                await asyncio.wait_for(self.kafka.bootstrap(), 3.0)
+                self._started = True
+            await asyncio.wait_for(self.kafka.fetch_all_metadata(), 3.0)
+            results["kafka"] = "ok"
+        except Exception as exc:  # as above
+            results["kafka"] = f"unreachable: {exc.__class__.__name__}"
+        return results
+
+
+def health_routes(checks: HealthChecks, metrics: MetricsSource | None) -> list[BaseRoute]:
+    async def live(_: Request) -> Response:
+        return JSONResponse({"status": "live"})
+
+    async def ready(_: Request) -> Response:
+        results = await checks.check()
+        ok = all(v == "ok" for v in results.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results},
+                            status_code=200 if ok else 503)
+
+    async def prometheus(_: Request) -> Response:
+        body = await metrics() if metrics else ""
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return [
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/metrics", prometheus),
+    ]
+
+
+def build_app(routes: Iterable[BaseRoute]) -> Starlette:
+    return Starlette(routes=list(routes))
+
+
+class _QuietServer(uvicorn.Server):  # type: ignore[misc]
+    """A uvicorn server that leaves signal handling to our own entry point."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, host: str, port: int) -> Any:
+    """Serve `app` in this event loop until the block exits."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"HTTP server did not start on {host}:{port}")
+        await asyncio.sleep(0.02)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task

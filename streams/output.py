@@ -1,0 +1,75 @@
+"""Batched Kafka output: membership changes, dead letters and forwarded events.
+
+`aiokafka.send()` costs tens of microseconds per record in Python; building one batch per
+topic-partition with `create_batch()` and handing it over with `send_batch()` keeps the per-record
+cost to an append. `flush()` returns only when the broker acknowledged every record, which is the
+point after which the processor may commit its state and offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from streams.partitioning import owner_partition
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class BatchProducer:
+    """Collects records per topic-partition and sends them as few batches as possible."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]] = {}
+        self._partitions: dict[str, int] = {}
+
+    async def partitions_of(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            found = await self.producer.partitions_for(topic)
+            count = self._partitions[topic] = len(found)
+        return count
+
+    def known_partitions(self, topic: str) -> int:
+        """Partition count of a topic already looked up with `partitions_of`."""
+        return self._partitions[topic]
+
+    def add(
+        self, topic: str, partition: int, key: bytes | None, value: bytes, headers: Headers = ()
+    ) -> None:
+        self._pending.setdefault((topic, partition), []).append((key, value, headers))
+
+    def add_keyed(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+        """Add a record to the partition the default (murmur2) partitioner gives `key`."""
+        partition = owner_partition(key, self._partitions[topic])
+        self.add(topic, partition, key.encode(), value, headers)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    async def flush(self) -> None:
+        """Send everything pending and wait until the broker acknowledged all of it."""
+        pending, self._pending = self._pending, {}
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), records in pending.items():
+            futures.extend(await self._send_records(topic, partition, records))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send_records(
+        self, topic: str, partition: int, records: list[tuple[bytes | None, bytes, Headers]]
+    ) -> list[asyncio.Future[Any]]:
+        futures = []
+        batch = self.producer.create_batch()
+        for key, value, headers in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                batch = self.producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+        if batch.record_count():
+            futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return futures

@@ -1,0 +1,266 @@
+"""The processor role: a consumer-group member that owns partitions and feeds the engine.
+
+It subscribes to `customers`, `orders` and the internal repartition topic with the range
+assignor, so partition p of all three goes to the same member (co-partitioning). Offsets stored in
+Redis beside the state are the truth: on assignment each partition seeks to them. Kafka offsets are
+committed too, after Redis, so that `segstream lag` and operators' tools see progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from redis.asyncio import Redis
+
+from streams.definitions import DefinitionStore
+from streams.engine import Engine
+from streams.output import BatchProducer
+from streams.settings import Settings
+from streams.store import StateStore
+from streams.topics import TopicNames, cluster_id, ensure_topics, high_watermarks
+
+log = logging.getLogger("segstream.processor")
+
+GC_FULL_COLLECT_SECONDS = 30.0
+DEFINITIONS_POLL_SECONDS = 0.5
+KAFKA_COMMIT_SECONDS = 0.5
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Processor:
+    """Runs the engine for the partitions this process is assigned, until stopped."""
+
+    def __init__(
+        self, settings: Settings, redis: Redis, clock: Callable[[], int] = wall_clock_ms
+    ) -> None:
+        assert settings.kafka_bootstrap is not None
+        self.settings = settings
+        self.redis = redis
+        self.clock = clock
+        self.topics = TopicNames(settings.topic_prefix)
+        self.store = StateStore(redis, settings.key_prefix)
+        self.definition_store = DefinitionStore(redis, settings.key_prefix)
+        self.lock = asyncio.Lock()
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.engine: Engine | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume and process until `stop()`; cleans up clients on the way out."""
+        bootstrap = self.settings.kafka_bootstrap
+        assert bootstrap is not None
+        partitions = await ensure_topics(
+            bootstrap, self.topics, self.settings.partitions, self.settings.replication_factor
+        )
+        await self._check_cluster(bootstrap, partitions)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, acks="all",
+            enable_idempotence=self.settings.idempotent_producer,
+            max_batch_size=1 << 20,
+        )
+        await self._producer.start()
+        try:
+            output = BatchProducer(self._producer)
+            for topic in (self.topics.membership, self.topics.dlq, self.topics.repartition):
+                await output.partitions_of(topic)
+            definitions = await self.definition_store.load()
+            self.engine = Engine(
+                self.store, output, self.topics, partitions, definitions,
+                cache_size=self.settings.state_cache_size,
+            )
+            await self._consume(bootstrap)
+        finally:
+            await self._producer.stop()
+
+    async def _consume(self, bootstrap: str) -> None:
+        self._consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=64 << 20,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
+        )
+        consumer.subscribe(
+            [self.topics.customers, self.topics.orders, self.topics.repartition],
+            listener=_Rebalance(self),
+        )
+        await consumer.start()
+        try:
+            await self._loop(consumer)
+        finally:
+            async with self.lock:
+                await self._commit_kafka(force=True)
+            await consumer.stop()
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        last_gc = last_defs = time.monotonic()
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
+                )
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()
+                    break
+                batch = fetch.result()
+                async with self.lock:
+                    if batch:
+                        await self._process(batch)
+                    now = time.monotonic()
+                    if now - last_defs >= DEFINITIONS_POLL_SECONDS:
+                        last_defs = now
+                        await self.refresh_definitions()
+                    await self._commit_kafka()
+                self.ready.set()
+                gc.freeze()
+                if time.monotonic() - last_gc > GC_FULL_COLLECT_SECONDS:
+                    last_gc = time.monotonic()
+                    gc.unfreeze()
+                    gc.collect()
+        finally:
+            stop_wait.cancel()
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self.engine is not None
+        owned = self.engine.owned
+        records = [r for tp, rs in batch.items() if tp.partition in owned for r in rs]
+        await self.engine.process(records, self.clock())
+        for tp, rs in batch.items():
+            if rs and tp.partition in owned:
+                self._uncommitted[tp] = rs[-1].offset + 1
+
+    async def _commit_kafka(self, force: bool = False) -> None:
+        """Tell the group how far we are (for lag); Redis offsets remain the truth."""
+        if self._consumer is None or not self._uncommitted:
+            return
+        if not force and time.monotonic() - self._last_commit < KAFKA_COMMIT_SECONDS:
+            return
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self._uncommitted.items()}
+        self._uncommitted = {}
+        self._last_commit = time.monotonic()
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            log.info("kafka offset commit skipped (%s); Redis holds the applied offsets", exc)
+
+    async def refresh_definitions(self) -> None:
+        """Reload definitions when their revision moved, and backfill owned partitions."""
+        assert self.engine is not None
+        if await self.definition_store.revision() == self.engine.definitions.revision:
+            return
+        self.engine.set_definitions(await self.definition_store.load())
+        log.info("segment definitions now at revision %d", self.engine.definitions.revision)
+        for p in sorted(self.engine.owned):
+            await self._reconcile(p)
+
+    async def _reconcile(self, partition: int) -> None:
+        assert self.engine is not None
+        flips = await self.engine.reconcile(partition, self.clock())
+        if flips:
+            log.info("partition %d: %d membership changes from definition changes", partition, flips)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        assert self.engine is not None
+        assert self.settings.kafka_bootstrap is not None
+        by_partition: dict[int, list[TopicPartition]] = {}
+        for tp in assigned:
+            by_partition.setdefault(tp.partition, []).append(tp)
+        ends = await high_watermarks(self.settings.kafka_bootstrap, list(assigned))
+        for p, tps in sorted(by_partition.items()):
+            stored = await self.store.load_offsets(p)
+            if any(stored.get(_field(tp), 0) > ends.get(tp, 0) for tp in tps):
+                log.error(
+                    "partition %d: Redis holds offsets beyond the broker's end (%s > %s): the "
+                    "broker lost its data (an embedded broker restarted?). Starting partition %d "
+                    "from empty state.", p, stored, {str(tp): ends.get(tp) for tp in tps}, p,
+                )
+                await self._wipe(p)
+                stored = {}
+            for tp in tps:
+                offset = stored.get(_field(tp))
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+            self.engine.own(p)
+            await self._reconcile(p)
+        log.info("assigned partitions %s", sorted(by_partition))
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.engine is None:
+            return
+        await self._commit_kafka(force=True)
+        self.engine.release({tp.partition for tp in revoked})
+        self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp not in revoked}
+        if revoked:
+            log.info("revoked partitions %s", sorted({tp.partition for tp in revoked}))
+
+    async def _check_cluster(self, bootstrap: str, partitions: int) -> None:
+        """Detect a broker that is not the one our Redis state came from, and start afresh."""
+        current = await cluster_id(bootstrap)
+        meta = await self.store.global_meta()
+        known = meta.get("kafka_cluster_id")
+        if current and known and known != current:
+            log.error(
+                "Redis state was built from Kafka cluster %s but the broker is cluster %s (an "
+                "embedded broker restarted, or SEGSTREAM_KAFKA_BOOTSTRAP changed). Its offsets "
+                "mean nothing here: starting from empty state (definitions are kept).",
+                known, current,
+            )
+            for p in range(partitions):
+                await self._wipe(p)
+        if current and known != current:
+            await self.store.set_global_meta({"kafka_cluster_id": current})
+
+    async def _wipe(self, partition: int) -> None:
+        pattern = f"{self.store.keys(partition).tag}:*"
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            await self.redis.delete(key)
+        if self.engine is not None and partition in self.engine.owned:
+            self.engine.owned[partition].cache.clear()
+
+
+def _field(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands partitions between group members only between batches (under the lock)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.processor.lock:
+            await self.processor.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self.processor._consumer
+        assert consumer is not None
+        async with self.processor.lock:
+            await self.processor.on_assigned(consumer, set(assigned))

@@ -1,0 +1,161 @@
+"""Redis layout of the processor's state, and the atomic per-partition commit.
+
+Every key a partition writes carries the partition as its hash tag (`{p3}`), so one batch of one
+partition commits in a single MULTI/EXEC on one slot, on a single Redis and on Redis Cluster alike:
+
+    <prefix>:{p3}:state          hash   customer_id -> msgpack FeatureState
+    <prefix>:{p3}:offsets        hash   "<topic>:<partition>" -> next offset to read
+    <prefix>:{p3}:meta           hash   applied definitions fingerprint, ...
+    <prefix>:{p3}:m:<segment>    set    customer ids that are members of <segment>
+
+Definitions are global (see `streams.definitions`). Offsets stored beside the state are the
+source of truth for exactly-once: on assignment the consumer seeks to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """Key names of one partition's state."""
+
+    prefix: str
+    partition: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{p{self.partition}}}"
+
+    @property
+    def state(self) -> str:
+        return f"{self.tag}:state"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.tag}:offsets"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.tag}:meta"
+
+    def members(self, segment_id: str) -> str:
+        return f"{self.tag}:m:{segment_id}"
+
+
+@dataclass
+class PartitionWrite:
+    """Everything one batch changes in one partition, committed atomically by `commit`."""
+
+    states: dict[str, bytes] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    added: dict[str, set[str]] = field(default_factory=dict)
+    removed: dict[str, set[str]] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    drop_segments: set[str] = field(default_factory=set)
+
+    def put_state(self, customer_id: str, blob: bytes) -> None:
+        self.states[customer_id] = blob
+        self.deleted.discard(customer_id)
+
+    def delete_state(self, customer_id: str) -> None:
+        self.states.pop(customer_id, None)
+        self.deleted.add(customer_id)
+
+    def member_added(self, segment_id: str, customer_id: str) -> None:
+        self.added.setdefault(segment_id, set()).add(customer_id)
+        self.removed.get(segment_id, set()).discard(customer_id)
+
+    def member_removed(self, segment_id: str, customer_id: str) -> None:
+        self.removed.setdefault(segment_id, set()).add(customer_id)
+        self.added.get(segment_id, set()).discard(customer_id)
+
+    def is_empty(self) -> bool:
+        return not (
+            self.states or self.deleted or self.added or self.removed or self.offsets
+            or self.meta or self.drop_segments
+        )
+
+
+class StateStore:
+    """Reads and atomically writes the processor state of partitions in Redis."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def keys(self, partition: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, partition)
+
+    async def load_states(self, partition: int, customer_ids: list[str]) -> list[bytes | None]:
+        if not customer_ids:
+            return []
+        result: list[bytes | None] = await self.redis.hmget(
+            self.keys(partition).state, customer_ids
+        )
+        return result
+
+    async def load_offsets(self, partition: int) -> dict[str, int]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys(partition).offsets)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def load_meta(self, partition: int) -> dict[str, str]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys(partition).meta)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def scan_states(
+        self, partition: int, cursor: int, count: int
+    ) -> tuple[int, dict[str, bytes]]:
+        next_cursor, raw = await self.redis.hscan(self.keys(partition).state, cursor, count=count)
+        return int(next_cursor), {k.decode(): v for k, v in raw.items()}
+
+    async def commit(self, partition: int, write: PartitionWrite) -> None:
+        """Apply `write` in one MULTI/EXEC: state, memberships and offsets move together."""
+        if write.is_empty():
+            return
+        keys = self.keys(partition)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if write.states:
+                pipe.hset(keys.state, mapping=write.states)  # type: ignore[arg-type]
+            if write.deleted:
+                pipe.hdel(keys.state, *write.deleted)
+            _queue_sets(pipe, keys, write.added, "sadd")
+            _queue_sets(pipe, keys, write.removed, "srem")
+            for segment_id in write.drop_segments:
+                pipe.delete(keys.members(segment_id))
+            if write.offsets:
+                pipe.hset(keys.offsets, mapping=write.offsets)  # type: ignore[arg-type]
+            if write.meta:
+                pipe.hset(keys.meta, mapping=write.meta)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def wipe_partition(self, partition: int, segment_ids: Iterable[str]) -> None:
+        keys = self.keys(partition)
+        names = [keys.state, keys.offsets, keys.meta, *(keys.members(s) for s in segment_ids)]
+        await self.redis.delete(*names)
+
+    async def member_count(self, partitions: int, segment_id: str) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(partitions):
+                pipe.scard(self.keys(p).members(segment_id))
+            counts: list[int] = await pipe.execute()
+        return sum(counts)
+
+    async def global_meta(self) -> Mapping[str, str]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(f"{self.prefix}:meta")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def set_global_meta(self, values: Mapping[str, str]) -> None:
+        await self.redis.hset(f"{self.prefix}:meta", mapping=dict(values))  # type: ignore[arg-type]
+
+
+def _queue_sets(pipe: object, keys: PartitionKeys, sets: dict[str, set[str]], op: str) -> None:
+    command = getattr(pipe, op)
+    for segment_id, members in sets.items():
+        if members:
+            command(keys.members(segment_id), *members)

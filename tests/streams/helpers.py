@@ -1,0 +1,155 @@
+"""Test helpers that drive the real broker and Redis: produce, read topics, run a processor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from segments.events import TOPIC_OF_TYPE
+from streams.definitions import DefinitionStore
+from streams.processor import Processor
+from streams.settings import Settings
+from streams.topics import TopicNames, ensure_topics, partition_counts
+
+
+def event(
+    kind: str, customer_id: str, event_id: str, data: dict[str, Any] | None = None,
+    at: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "type": kind, "customer_id": customer_id, "data": data or {},
+        "occurred_at": at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+async def produce(
+    settings: Settings,
+    events: Iterable[dict[str, Any] | tuple[str, bytes]],
+    partition: Callable[[dict[str, Any]], int | None] | None = None,
+) -> None:
+    """Send events to their topics (raw `(topic, bytes)` pairs go as they are)."""
+    assert settings.kafka_bootstrap
+    topics = TopicNames(settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        futures = []
+        for item in events:
+            if isinstance(item, tuple):
+                topic_name, value = item
+                futures.append(await producer.send(getattr(topics, topic_name), value, key=b"k"))
+                continue
+            topic = getattr(topics, TOPIC_OF_TYPE[item["type"]])
+            p = partition(item) if partition else None
+            futures.append(await producer.send(
+                topic, orjson.dumps(item), key=item["customer_id"].encode(), partition=p
+            ))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    settings: Settings, topic: str, count: int, timeout: float = 20.0
+) -> list[Any]:
+    """Read at least `count` records of a whole topic from the beginning (or fail on timeout)."""
+    assert settings.kafka_bootstrap
+    counts = await partition_counts(settings.kafka_bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(counts[topic])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for rs in batch.values():
+                records.extend(rs)
+        # drain anything else already there, so callers can assert on exact contents
+        while True:
+            batch = await consumer.getmany(timeout_ms=300)
+            if not batch:
+                break
+            for rs in batch.values():
+                records.extend(rs)
+    finally:
+        await consumer.stop()
+    assert len(records) >= count, f"expected {count} records on {topic}, got {len(records)}"
+    return records
+
+
+def changes(records: Sequence[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running_processor(settings: Settings, redis: Redis) -> AsyncIterator[Processor]:
+    processor = Processor(settings, redis)
+    task = asyncio.create_task(processor.run())
+    try:
+        await wait_for(_ready(processor, task), timeout=60, what="processor to own partitions")
+        yield processor
+    finally:
+        processor.stop()
+        await task
+
+
+def _ready(processor: Processor, task: asyncio.Task[None]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        if task.done():
+            task.result()
+        engine = processor.engine
+        return processor.ready.is_set() and engine is not None and bool(engine.owned)
+    return check
+
+
+async def define(settings: Settings, redis: Redis, segment_id: str, body: dict[str, Any]) -> None:
+    await DefinitionStore(redis, settings.key_prefix).put(segment_id, body)
+
+
+async def create_topics(settings: Settings) -> None:
+    assert settings.kafka_bootstrap
+    await ensure_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix),
+                        settings.partitions, settings.replication_factor)
+
+
+async def state_of(settings: Settings, redis: Redis, customer_id: str) -> Any:
+    from segments.features import decode_state
+    from streams.partitioning import owner_partition
+    from streams.store import PartitionKeys
+
+    p = owner_partition(customer_id, settings.partitions)
+    blob = await redis.hget(PartitionKeys(settings.key_prefix, p).state, customer_id)
+    return None if blob is None else decode_state(blob)
+
+
+async def members(settings: Settings, redis: Redis, segment_id: str) -> set[str]:
+    from streams.store import PartitionKeys
+
+    found: set[str] = set()
+    for p in range(settings.partitions):
+        raw = await redis.smembers(PartitionKeys(settings.key_prefix, p).members(segment_id))
+        found |= {m.decode() for m in raw}
+    return found

@@ -1,0 +1,224 @@
+"""The processor end to end on the real embedded broker and Redis-compatible server."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from streams.partitioning import owner_partition
+from streams.settings import Settings
+from streams.store import PartitionKeys
+from streams.topics import TopicNames
+from tests.streams.helpers import (
+    changes,
+    create_topics,
+    define,
+    event,
+    members,
+    produce,
+    read_topic,
+    running_processor,
+    state_of,
+    wait_for,
+)
+
+BIG_SPENDERS = {"name": "Big spenders", "groups": [{"conditions": [
+    {"field": "total_spent", "op": "gte", "value": 100}]}]}
+US_GOLD = {"name": "US gold", "groups": [{"conditions": [
+    {"field": "billing_country", "op": "eq", "value": "US"},
+    {"field": "products_purchased", "op": "includes_any", "value": ["p-gold"]}]}]}
+
+
+def order(customer_id: str, n: int, total: str, products: list[str] | None = None) -> dict:
+    items = [{"product_id": p, "category": "c", "quantity": 1, "price": total}
+             for p in (products or [])]
+    return event("order.placed", customer_id, f"{customer_id}-o{n}",
+                 {"order_id": f"{customer_id}-order-{n}", "total": total, "products": items})
+
+
+async def test_events_become_state_and_membership_changes(settings: Settings, redis_client: Redis):
+    await create_topics(settings)
+    await define(settings, redis_client, "big", BIG_SPENDERS)
+    await define(settings, redis_client, "us-gold", US_GOLD)
+    topics = TopicNames(settings.topic_prefix)
+    async with running_processor(settings, redis_client):
+        await produce(settings, [
+            event("customer.created", "c-1", "e1", {"email": "A@Example.com",
+                                                     "billing": {"country": "US"}}),
+            order("c-1", 1, "60.00", ["p-gold"]),
+            order("c-1", 2, "50.00"),
+            event("order.refunded", "c-1", "e4", {"order_id": "c-1-order-2", "amount": "20"}),
+        ])
+        records = await read_topic(settings, topics.membership, 3)
+    # customers and orders are separate topics: order holds per topic, so compare per segment
+    per_segment: dict[str, list[tuple[str, str]]] = {}
+    for c in changes(records):
+        per_segment.setdefault(c["segment_id"], []).append((c["type"], c["reason"]))
+    assert per_segment == {
+        "us-gold": [("segment.member_added", "event")],
+        "big": [("segment.member_added", "event"), ("segment.member_removed", "event")],
+    }
+    big_added = next(c for c in changes(records) if c["segment_id"] == "big")
+    assert big_added["customer_id"] == "c-1" and big_added["cause_event_id"] == "c-1-o2"
+    assert big_added["segment_version"] == 1
+    gold = next(c for c in changes(records) if c["segment_id"] == "us-gold")
+    assert gold["email"] == "A@Example.com"
+    assert records[0].key == b"c-1"
+    state = await state_of(settings, redis_client, "c-1")
+    assert state.order_count == 2
+    assert await members(settings, redis_client, "us-gold") == {"c-1"}
+    assert await members(settings, redis_client, "big") == set()
+
+
+BAD_INPUTS = [
+    ("customers", b"{not json", "invalid_json"),
+    ("customers", orjson.dumps(event("customer.teleported", "c-9", "b1")), "unknown_type"),
+    ("orders", orjson.dumps(event("order.placed", "c-9", "b2", {"order_id": "x"})),
+     "missing_field"),
+    ("orders", orjson.dumps(event("order.placed", "c-9", "b3", {"order_id": 5, "total": 1})),
+     "wrong_type"),
+    ("customers", orjson.dumps(event("customer.created", "c-9", "b4",
+                                     at="2026-11-28T17:32:00")), "invalid_value"),
+    ("customers", orjson.dumps(event("customer.created", "c-9", "x" * 129)), "invalid_value"),
+    ("customers", orjson.dumps(event("order.placed", "c-9", "b6",
+                                     {"order_id": "o", "total": 3})), "wrong_topic"),
+]
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_processing_goes_on(
+    settings: Settings, redis_client: Redis
+):
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    async with running_processor(settings, redis_client):
+        await produce(settings, [(topic, raw) for topic, raw, _ in BAD_INPUTS])
+        await produce(settings, [order("c-9", 1, "10")])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-9", 1), what="good event")
+        dead = await read_topic(settings, topics.dlq, len(BAD_INPUTS))
+    by_value = {r.value: dict(r.headers) for r in dead}
+    assert len(dead) == len(BAD_INPUTS)
+    for topic, raw, code in BAD_INPUTS:
+        headers = by_value[raw]  # original bytes kept
+        assert headers["segstream.error.code"].decode() == code, raw
+        assert headers["__connect.errors.topic"].decode() == getattr(topics, topic)
+        assert headers["__connect.errors.exception.message"]
+        assert int(headers["__connect.errors.offset"]) >= 0
+
+
+async def _order_count(settings: Settings, redis: Redis, customer_id: str, n: int) -> bool:
+    state = await state_of(settings, redis, customer_id)
+    return state is not None and state.order_count == n
+
+
+async def test_repeated_event_id_changes_nothing(settings: Settings, redis_client: Redis):
+    await create_topics(settings)
+    await define(settings, redis_client, "big", BIG_SPENDERS)
+    topics = TopicNames(settings.topic_prefix)
+    async with running_processor(settings, redis_client) as processor:
+        first = order("c-2", 1, "150")
+        await produce(settings, [first, first, order("c-2", 2, "5"), first])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-2", 2), what="2 orders")
+        assert processor.engine is not None
+        await wait_for(_stat(processor, "duplicates", 2), what="duplicates counted")
+        records = await read_topic(settings, topics.membership, 1)
+    state = await state_of(settings, redis_client, "c-2")
+    assert state.total_spent == 155 * 10_000
+    assert [c["type"] for c in changes(records)] == ["segment.member_added"]
+
+
+def _stat(processor, name: str, at_least: int):
+    async def check() -> bool:
+        return getattr(processor.engine.stats, name) >= at_least
+    return check
+
+
+async def test_customer_events_on_any_partition_meet_in_one_state(
+    settings: Settings, redis_client: Redis
+):
+    """Producers with another partitioner (librdkafka's CRC32) place a customer anywhere."""
+    await create_topics(settings)
+    owner = owner_partition("c-spread", settings.partitions)
+    others = [p for p in range(settings.partitions) if p != owner]
+    events = [event("customer.created", "c-spread", "s0", {"email": "s@example.com"})]
+    events += [order("c-spread", n, "10") for n in range(1, 9)]
+    placement = {e["event_id"]: others[i % len(others)] for i, e in enumerate(events)}
+    async with running_processor(settings, redis_client) as processor:
+        await produce(settings, events, partition=lambda e: placement[e["event_id"]])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-spread", 8), what="8 orders")
+        assert processor.engine is not None
+        assert processor.engine.stats.forwarded >= len(events)
+    state = await state_of(settings, redis_client, "c-spread")
+    assert state.email == "s@example.com" and state.contact_type == "customer"
+
+
+async def test_restart_resumes_from_stored_offsets_without_reapplying(
+    settings: Settings, redis_client: Redis
+):
+    await create_topics(settings)
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order("c-3", n, "1") for n in range(5)])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-3", 5), what="5 orders")
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order("c-3", n, "1") for n in range(5, 8)])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-3", 8), what="8 orders")
+    state = await state_of(settings, redis_client, "c-3")
+    assert state.order_count == 8
+
+
+async def test_customer_deleted_erases_state_and_leaves_every_segment(
+    settings: Settings, redis_client: Redis
+):
+    await create_topics(settings)
+    await define(settings, redis_client, "big", BIG_SPENDERS)
+    topics = TopicNames(settings.topic_prefix)
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order("c-4", 1, "500"), event("customer.deleted", "c-4", "d1")])
+        records = await read_topic(settings, topics.membership, 2)
+    assert [(c["type"], c["reason"]) for c in changes(records)] == [
+        ("segment.member_added", "event"), ("segment.member_removed", "customer_deleted")]
+    assert await state_of(settings, redis_client, "c-4") is None
+    assert await members(settings, redis_client, "big") == set()
+
+
+async def test_definition_changes_backfill_while_running(settings: Settings, redis_client: Redis):
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order(f"c-b{n}", 1, str(n * 50)) for n in range(1, 5)])
+        await wait_for(lambda: _order_count(settings, redis_client, "c-b4", 1), what="orders")
+        await define(settings, redis_client, "big", BIG_SPENDERS)  # >= 100: c-b2, c-b3, c-b4
+        await wait_for(lambda: _has_members(settings, redis_client, "big", 3), what="backfill")
+        raised = dict(BIG_SPENDERS, groups=[{"conditions": [
+            {"field": "total_spent", "op": "gte", "value": 150}]}])
+        await define(settings, redis_client, "big", raised)  # c-b2 leaves
+        await wait_for(lambda: _has_members(settings, redis_client, "big", 2), what="edit diff")
+        records = await read_topic(settings, topics.membership, 4)
+    got = sorted((c["customer_id"], c["type"], c["segment_version"]) for c in changes(records))
+    assert got == [
+        ("c-b2", "segment.member_added", 1), ("c-b2", "segment.member_removed", 2),
+        ("c-b3", "segment.member_added", 1), ("c-b4", "segment.member_added", 1),
+    ]
+    assert {c["reason"] for c in changes(records)} == {"backfill"}
+
+
+async def _has_members(settings: Settings, redis: Redis, segment_id: str, n: int) -> bool:
+    return len(await members(settings, redis, segment_id)) == n
+
+
+async def test_state_ahead_of_the_broker_is_detected_and_reset(
+    settings: Settings, redis_client: Redis, caplog: pytest.LogCaptureFixture
+):
+    """Memory-only brokers forget everything on restart while Redis keeps its state."""
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    stale = PartitionKeys(settings.key_prefix, 0)
+    await redis_client.hset(stale.offsets, f"{topics.customers}:0", 10_000)
+    await redis_client.hset(stale.state, "c-ghost", b"stale")
+    caplog.set_level(logging.ERROR, logger="segstream.processor")
+    async with running_processor(settings, redis_client):
+        pass
+    assert "lost its data" in caplog.text
+    assert await redis_client.hget(stale.state, "c-ghost") is None

@@ -1,0 +1,358 @@
+"""Sendlane API v2 client.
+
+Endpoints used (providers.md): ``GET /lists``, ``GET /tags``, ``POST /tags``,
+``GET /contacts/search?email=``, ``POST /lists/{id}/contacts``,
+``DELETE /lists/{id}/contacts/{cid}``, ``POST /contacts/{id}/tags``,
+``DELETE /contacts/{id}/tags/{tid}``.
+
+Sendlane applies writes asynchronously (202). The client remembers what its own
+202s will make true (``PendingWrites``) and, before acting on a contact with such
+a write outstanding, polls the search until it shows the write (or a horizon
+passes): so "add to list, then tag" or "add, then remove" in quick succession
+act on the state the earlier call produces, not on a stale read.
+
+Consent: an upsert sends each existing contact's own ``subscribed`` value back as
+``email_consent`` (so nobody is re-subscribed or unsubscribed by us) and
+``consent_for_new`` for people Sendlane does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import httpx
+
+from providers.base import (
+    BatchResult,
+    Member,
+    MemberFailure,
+    ProviderClient,
+    ProviderList,
+    ProviderSegment,
+    chunked,
+    for_each_member,
+    unique_emails,
+)
+from providers.errors import PermanentError, ProviderError, classify_status
+from providers.http import (
+    ApiSession,
+    json_or_none,
+    parse_retry_after,
+    secret_digest,
+    text_snippet,
+)
+from providers.limits import ProviderLimits
+from providers.retry import Retry
+
+PROVIDER = "sendlane"
+BASE_URL = "https://api.sendlane.com/v2"
+MAX_BATCH = 100  # unpublished; providers.md: "unconfirmed: 100"
+MAX_PAGE = 100
+_CONTACT_FIELD = re.compile(r"^contacts\.(\d+)\.")
+
+Contact = dict[str, Any]
+
+
+class ValidationFailed(PermanentError):
+    """A 422: ``fields`` maps each offending field (``contacts.3.email``) to messages."""
+
+    def __init__(self, title: str, detail: str, fields: Mapping[str, list[str]]) -> None:
+        self.fields = dict(fields)
+        super().__init__(title, detail, provider=PROVIDER, status=422)
+
+
+def parse_error(response: httpx.Response) -> ProviderError:
+    """Classify a Sendlane error: ``{message, errors}``, or an HTML page (401)."""
+    status = response.status_code
+    body = json_or_none(response)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if not isinstance(body, dict):
+        title = response.reason_phrase or f"HTTP {status}"
+        return classify_status(
+            status, title, text_snippet(response), provider=PROVIDER, retry_after=retry_after
+        )
+    title = str(body.get("message") or response.reason_phrase or f"HTTP {status}")
+    errors = body.get("errors")
+    fields = {str(k): [str(m) for m in v] for k, v in errors.items()} if isinstance(
+        errors, dict
+    ) else {}
+    detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items())
+    if status == 422:
+        return ValidationFailed(title, detail, fields)
+    return classify_status(status, title, detail, provider=PROVIDER, retry_after=retry_after)
+
+
+def _as_id(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _ids(contact: Contact, key: str) -> set[str]:
+    """Ids under ``lists``/``tags``, whether given as ids or as ``{id, ...}`` objects."""
+    out: set[str] = set()
+    for item in contact.get(key) or []:
+        out.add(str(item.get("id")) if isinstance(item, dict) else str(item))
+    return out
+
+
+class PendingWrites:
+    """What our own accepted (202) writes will make true, until a read confirms it."""
+
+    def __init__(self, horizon: float, clock: Any = time.monotonic) -> None:
+        self.horizon = horizon
+        self._clock = clock
+        self._expected: dict[tuple[str, str, str], tuple[bool, float]] = {}
+
+    def expect(self, email: str, kind: str, ident: str, present: bool) -> None:
+        """Record that ``ident`` should soon be (or not be) in the contact's ``kind``."""
+        self._expected[(email.lower(), kind, ident)] = (present, self._clock() + self.horizon)
+
+    def outstanding(self, email: str, contact: Contact | None) -> bool:
+        """True while the contact does not yet show a write of ours; forgets settled ones."""
+        now, email = self._clock(), email.lower()
+        waiting = False
+        for key in [k for k in self._expected if k[0] == email]:
+            present, deadline = self._expected[key]
+            shown = contact is not None and key[2] in _ids(contact, key[1])
+            if shown == present or now >= deadline:
+                del self._expected[key]
+            else:
+                waiting = True
+        return waiting
+
+
+class SendlaneClient(ProviderClient):
+    """Sendlane lists, tags and contacts for one account."""
+
+    provider: ClassVar[str] = PROVIDER
+
+    def __init__(
+        self,
+        session: ApiSession,
+        account_key: str,
+        *,
+        page_size: int = MAX_PAGE,
+        concurrency: int = 8,
+        consent_for_new: bool | None = True,
+        visibility_horizon: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._account_key = account_key
+        self.page_size = max(1, min(page_size, MAX_PAGE))
+        self.concurrency = concurrency
+        self.consent_for_new = consent_for_new
+        self.pending = PendingWrites(visibility_horizon)
+
+    @classmethod
+    def from_credentials(
+        cls,
+        credentials: Mapping[str, str],
+        *,
+        base_url: str | None,
+        http: httpx.AsyncClient | None,
+        limits: ProviderLimits,
+        retry: Retry,
+        **options: Any,
+    ) -> SendlaneClient:
+        """Build from ``{"api_token"}``."""
+        token = credentials.get("api_token")
+        if not token:
+            raise ValueError("credentials.api_token is required")
+        root = base_url or BASE_URL
+        key = f"{root}|{secret_digest(token)}"
+        session = ApiSession(
+            provider=PROVIDER, base_url=root, headers={"Authorization": f"Bearer {token}"},
+            parse_error=parse_error, limiter=limits.for_account(PROVIDER, key),
+            retry=retry, http=http,
+        )
+        return cls(session, key, **options)
+
+    @property
+    def account_key(self) -> str:
+        return self._account_key
+
+    async def validate_credentials(self) -> None:
+        await self._session.call("GET", "/lists", params={"page": 1, "limit": 1})
+
+    async def fetch_lists(self) -> list[ProviderList]:
+        tags = [
+            ProviderSegment(str(t["id"]), str(t.get("name", "")), "tag")
+            for t in await self._paged("/tags")
+        ]
+        return [
+            ProviderList(str(raw["id"]), _name(raw), _count(raw), list(tags))
+            for raw in await self._paged("/lists")
+        ]
+
+    async def _paged(self, path: str) -> list[Any]:
+        items: list[Any] = []
+        page = 1
+        while True:
+            params = {"page": page, "limit": self.page_size}
+            body = (await self._session.call("GET", path, params=params)).body
+            batch = body.get("data") or []
+            items.extend(batch)
+            last = int((body.get("meta") or {}).get("last_page", page))
+            if not batch or page >= last:
+                return items
+            page += 1
+
+    async def ensure_tag(self, name: str) -> ProviderSegment:
+        """The tag called ``name``, created when missing."""
+        for tag in await self._paged("/tags"):
+            if str(tag.get("name", "")).lower() == name.lower():
+                return ProviderSegment(str(tag["id"]), str(tag["name"]), "tag")
+        made = (await self._session.call("POST", "/tags", json={"name": name})).body["data"]
+        return ProviderSegment(str(made["id"]), str(made["name"]), "tag")
+
+    async def _search(self, email: str) -> Contact | None:
+        try:
+            body = (
+                await self._session.call("GET", "/contacts/search", params={"email": email})
+            ).body
+        except PermanentError as error:
+            if error.status == 404:
+                return None
+            raise
+        data = body.get("data") if isinstance(body, dict) else None
+        candidates = data if isinstance(data, list) else [data]
+        for contact in candidates:
+            if isinstance(contact, dict) and str(contact.get("email", "")).lower() == email.lower():
+                return contact
+        return None
+
+    async def _settled_contact(self, email: str) -> Contact | None:
+        """The contact as our own outstanding writes will leave it (polls until shown)."""
+        delay = 0.02
+        while True:
+            contact = await self._search(email)
+            if not self.pending.outstanding(email, contact):
+                return contact
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
+        by_email = {m.email: m for m in members}
+        known: dict[str, Contact | None] = {}
+
+        async def look(email: str) -> None:
+            known[email] = await self._settled_contact(email)
+
+        result = await for_each_member(unique_emails(by_email), look, concurrency=self.concurrency)
+        looked_up, result.succeeded = result.succeeded, []
+        payloads = [self._contact_payload(by_email[e], known[e]) for e in looked_up]
+        for chunk in chunked(payloads, MAX_BATCH):
+            result.extend(await self._post_contacts(list_id, list(chunk)))
+        return result
+
+    def _contact_payload(self, member: Member, existing: Contact | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"email": member.email}
+        named = {"first_name": member.first_name, "last_name": member.last_name,
+                 "phone": member.phone}
+        payload.update({k: v for k, v in named.items() if v})
+        if member.merge_fields:
+            payload["custom_fields"] = [
+                {"id": _as_id(k), "value": v} for k, v in member.merge_fields.items()
+            ]
+        consent = self.consent_for_new if existing is None else _consent(existing)
+        if consent is not None:
+            payload["email_consent"] = consent
+        return payload
+
+    async def _post_contacts(self, list_id: str, payloads: list[dict[str, Any]]) -> BatchResult:
+        """POST a chunk; on a 422 naming members by index, drop those and send the rest."""
+        result = BatchResult()
+        while payloads:
+            try:
+                await self._session.call(
+                    "POST", f"/lists/{list_id}/contacts", json={"contacts": payloads}
+                )
+            except ValidationFailed as error:
+                refused = _refused_indexes(error, len(payloads))
+                if not refused:
+                    raise
+                for index in sorted(refused):
+                    email = payloads[index]["email"]
+                    result.failed[email] = MemberFailure(
+                        error.title, " ".join(refused[index]), 422, "validation"
+                    )
+                payloads = [p for i, p in enumerate(payloads) if i not in refused]
+                continue
+            for payload in payloads:
+                self.pending.expect(payload["email"], "lists", list_id, True)
+                result.succeeded.append(payload["email"])
+            return result
+        return result
+
+    async def add_to_segment(
+        self, list_id: str, segment_id: str, emails: Sequence[str]
+    ) -> BatchResult:
+        async def tag(email: str) -> None:
+            contact = await self._settled_contact(email)
+            if contact is None:
+                raise PermanentError("Contact Not Found", email, provider=PROVIDER, status=404)
+            if segment_id in _ids(contact, "tags"):
+                return
+            body = {"tag_ids": [_as_id(segment_id)]}
+            await self._session.call("POST", f"/contacts/{contact['id']}/tags", json=body)
+            self.pending.expect(email, "tags", segment_id, True)
+
+        return await for_each_member(unique_emails(emails), tag, concurrency=self.concurrency)
+
+    async def remove_from_segment(
+        self, list_id: str, segment_id: str, emails: Sequence[str]
+    ) -> BatchResult:
+        async def untag(email: str) -> None:
+            await self._detach(email, "tags", segment_id, f"/contacts/{{cid}}/tags/{segment_id}")
+
+        return await for_each_member(unique_emails(emails), untag, concurrency=self.concurrency)
+
+    async def remove_from_list(self, list_id: str, emails: Sequence[str]) -> BatchResult:
+        async def leave(email: str) -> None:
+            await self._detach(email, "lists", list_id, f"/lists/{list_id}/contacts/{{cid}}")
+
+        return await for_each_member(unique_emails(emails), leave, concurrency=self.concurrency)
+
+    async def _detach(self, email: str, kind: str, ident: str, path: str) -> None:
+        """DELETE ``path`` for the contact when it is in ``kind``; absent counts as done."""
+        contact = await self._settled_contact(email)
+        if contact is None or ident not in _ids(contact, kind):
+            return
+        try:
+            await self._session.call("DELETE", path.format(cid=contact["id"]))
+        except PermanentError as error:
+            if error.status != 404:
+                raise
+        self.pending.expect(email, kind, ident, False)
+
+    async def aclose(self) -> None:
+        await self._session.aclose()
+
+
+def _refused_indexes(error: ValidationFailed, count: int) -> dict[int, list[str]]:
+    """Which of ``count`` posted contacts a 422 names (``contacts.3.email``), with messages."""
+    refused: dict[int, list[str]] = {}
+    for field, messages in error.fields.items():
+        match = _CONTACT_FIELD.match(field)
+        if match and int(match.group(1)) < count:
+            refused.setdefault(int(match.group(1)), []).extend(messages)
+    return refused
+
+
+def _consent(contact: Contact) -> bool | None:
+    value = contact.get("subscribed", contact.get("email_consent"))
+    return None if value is None else bool(value)
+
+
+def _name(raw: Mapping[str, Any]) -> str:
+    return str(raw.get("name") or raw.get("list_name") or "")
+
+
+def _count(raw: Mapping[str, Any]) -> int | None:
+    for key in ("contacts_count", "contact_count", "subscriber_count", "member_count"):
+        if raw.get(key) is not None:
+            return int(raw[key])
+    return None

@@ -1,0 +1,147 @@
+"""`SegmentIndex`: all live segments, compiled, evaluated incrementally per event.
+
+For a set of changed fields, only the segments that read one of them, the
+time-relative ones (`within_last`, `not_within_last`, `within_days`) and,
+transitively, the segments building on any of those are re-evaluated; every
+other bit is copied from `state.segments_mask`. The generated function for each
+distinct changed set is cached, so the steady state is one dict lookup and one
+call per event.
+
+Bits of slots that belong to no definition in the index are always copied: the
+runtime clears a deleted segment's bit itself (it emits `segment_deleted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from segments.compiler import Evaluate, Explain, compile_evaluator, compile_explainer
+from segments.definitions import SegmentDefinition, check_graph
+from segments.errors import DefinitionError
+from segments.events import CustomerDeleted, Event
+from segments.features import FeatureState, apply_event, new_state
+
+MAX_CACHED_FUNCTIONS: Final = 4096
+
+
+class SegmentIndex:
+    """Compiled, topologically ordered segment definitions."""
+
+    def __init__(self, defs: Iterable[SegmentDefinition]) -> None:
+        definitions = list(defs)
+        self.by_id: dict[str, SegmentDefinition] = {d.id: d for d in definitions}
+        self.slots: dict[int, SegmentDefinition] = {d.slot: d for d in definitions}
+        _check_unique(definitions, self.by_id, self.slots)
+        check_graph(self.by_id)
+        self.order: list[SegmentDefinition] = _topological(definitions)
+        self.mask: int = sum(1 << d.slot for d in definitions)
+        self._bits = {d.id: 1 << d.slot for d in definitions}
+        self._readers = _readers(definitions)
+        self._dependents = _dependents(definitions)
+        self._time_relative = frozenset(d.id for d in definitions if d.time_relative)
+        self._cache: dict[frozenset[str], Evaluate] = {}
+        self._all = compile_evaluator(self.order, self._bits)
+        self._explainers: dict[str, Explain] = {}
+
+    def evaluate(self, state: FeatureState, now_ms: int, changed: frozenset[str]) -> int:
+        """The new membership mask after `changed` fields changed; state is not modified."""
+        function = self._cache.get(changed)
+        if function is None:
+            function = self._compile_for(changed)
+        return function(state, now_ms, state.segments_mask)
+
+    def evaluate_all(self, state: FeatureState, now_ms: int) -> int:
+        """The membership mask with every segment evaluated."""
+        return self._all(state, now_ms, state.segments_mask)
+
+    def affected(self, changed: Iterable[str]) -> list[SegmentDefinition]:
+        """Segments to re-evaluate for `changed`, in evaluation order."""
+        ids = set(self._time_relative)
+        for name in changed:
+            ids.update(self._readers.get(name, ()))
+        pending = list(ids)
+        while pending:
+            for dependent in self._dependents.get(pending.pop(), ()):
+                if dependent not in ids:
+                    ids.add(dependent)
+                    pending.append(dependent)
+        return [d for d in self.order if d.id in ids]
+
+    def explain(self, state: FeatureState, now_ms: int, segment_id: str) -> list[list[bool]]:
+        """Each condition's result for this state, group by group (KeyError if unknown)."""
+        definition = self.by_id[segment_id]
+        explainer = self._explainers.get(segment_id)
+        if explainer is None:
+            explainer = self._explainers[segment_id] = compile_explainer(definition, self._bits)
+        return explainer(state, now_ms, self.evaluate_all(state, now_ms))
+
+    def _compile_for(self, changed: frozenset[str]) -> Evaluate:
+        if len(self._cache) >= MAX_CACHED_FUNCTIONS:
+            self._cache.clear()
+        function = compile_evaluator(self.affected(changed), self._bits)
+        self._cache[changed] = function
+        return function
+
+
+def _check_unique(
+    definitions: list[SegmentDefinition],
+    by_id: dict[str, SegmentDefinition],
+    slots: dict[int, SegmentDefinition],
+) -> None:
+    details = []
+    if len(by_id) != len(definitions):
+        details.append({"path": "id", "message": "two definitions have the same id"})
+    if len(slots) != len(definitions) or any(d.slot < 0 for d in definitions):
+        details.append({"path": "slot", "message": "slots must be distinct and not negative"})
+    if details:
+        raise DefinitionError(details)
+
+
+def _readers(definitions: list[SegmentDefinition]) -> dict[str, list[str]]:
+    readers: dict[str, list[str]] = {}
+    for d in definitions:
+        for name in d.reads:
+            readers.setdefault(name, []).append(d.id)
+    return readers
+
+
+def _dependents(definitions: list[SegmentDefinition]) -> dict[str, list[str]]:
+    dependents: dict[str, list[str]] = {}
+    for d in definitions:
+        for ref in d.refs:
+            dependents.setdefault(ref, []).append(d.id)
+    return dependents
+
+
+def _topological(definitions: list[SegmentDefinition]) -> list[SegmentDefinition]:
+    """Referenced segments first; among independent ones, by slot."""
+    by_id = {d.id: d for d in definitions}
+    waiting = {d.id: len(d.refs) for d in definitions}
+    dependents = _dependents(definitions)
+    ready = sorted((d for d in definitions if not d.refs), key=lambda d: d.slot, reverse=True)
+    order: list[SegmentDefinition] = []
+    while ready:
+        current = ready.pop()
+        order.append(current)
+        for dependent in dependents.get(current.id, ()):
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                ready.append(by_id[dependent])
+                ready.sort(key=lambda d: d.slot, reverse=True)
+    return order
+
+
+def recompute(events: Iterable[Event], now_ms: int, index: SegmentIndex) -> FeatureState:
+    """The oracle: a fresh state with all `events` applied in order, mask from scratch.
+
+    A `customer.deleted` erases the state, as the runtime does.
+    """
+    state = new_state()
+    for ev in events:
+        if isinstance(ev, CustomerDeleted):
+            state = new_state()
+        else:
+            apply_event(state, ev, now_ms)
+    state.segments_mask = index.evaluate_all(state, now_ms)
+    return state

@@ -1,0 +1,376 @@
+"""`apply_event`: fold one input event into a `FeatureState`, report what changed.
+
+Pure and synchronous: `(state, event, now_ms) -> changed field names`, mutating
+the state in place for speed. Each event class has one reducer, found through a
+dict. The changed set holds contract field names (`"properties.<name>"` for
+custom properties) whose value differs afterwards; a change of a `within_days`
+window counts as a change of its base field. Time only enters as epoch ms,
+converted once per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any, Final, NamedTuple
+
+from msgspec import UNSET, UnsetType
+
+from segments import timeline
+from segments.events import (
+    Address,
+    AmountData,
+    CustomerCreated,
+    CustomerUpdated,
+    Event,
+    OrderChargeback,
+    OrderDeclined,
+    OrderDeclinedData,
+    OrderPlaced,
+    OrderPlacedData,
+    OrderRefunded,
+    ProfileAddress,
+    ProfileData,
+    ProspectCreated,
+    SubscriptionCancelled,
+    SubscriptionData,
+    SubscriptionStarted,
+    occurred_ms,
+)
+from segments.money import divide_half_even, money_from_decimal
+from segments.state import (
+    AddressTuple,
+    FeatureState,
+    PropertyValue,
+    remember_event,
+    stable_hash,
+)
+
+Changed = set[str]
+_Reducer = Callable[[FeatureState, Any, int, int, Changed], None]
+
+_PROFILE_TEXT: Final = ("email", "first_name", "last_name", "phone")
+_ADDRESS_PARTS: Final = ("country", "state", "city", "postal_code")
+_NO_ADDRESS: Final[AddressTuple] = (None, None, None, None)
+_ATTRIBUTION_STAMPS: Final = {"campaign_id": "campaign_at", "affiliate_id": "affiliate_at"}
+
+
+def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] | None:
+    """Apply `ev` to `state`; the changed contract fields, or None for a repeated event_id.
+
+    `customer.deleted` is not a state change but an erasure, done by the caller:
+    passing one raises ValueError.
+    """
+    reducer = _REDUCERS.get(type(ev))
+    if reducer is None:
+        raise ValueError(f"{type(ev).__name__} is not applied to a state; erase the state")
+    if not remember_event(state, stable_hash(ev.event_id)):
+        return None
+    at_ms = occurred_ms(ev)
+    changed: Changed = set()
+    _note_created_at(state, at_ms, type(ev) in _CREATED_EVENTS, changed)
+    reducer(state, ev.data, at_ms, now_ms, changed)
+    return frozenset(changed)
+
+
+def _assign(state: FeatureState, name: str, value: object, changed: Changed) -> None:
+    """Set a field and record its name when the value differs."""
+    if getattr(state, name) != value:
+        setattr(state, name, value)
+        changed.add(name)
+
+
+def _note_created_at(state: FeatureState, at_ms: int, from_profile: bool, changed: Changed) -> None:
+    """created_at: earliest created event; until there is one, the earliest event."""
+    current = state.created_at
+    if from_profile and not state.created_from_profile:
+        state.created_from_profile = True
+        _assign(state, "created_at", at_ms, changed)
+    elif from_profile == state.created_from_profile and (current is None or at_ms < current):
+        _assign(state, "created_at", at_ms, changed)
+
+
+# ---- profile events -------------------------------------------------------
+
+
+def _apply_profile(
+    state: FeatureState, data: ProfileData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    for name in _PROFILE_TEXT:
+        value = getattr(data, name)
+        if value is not UNSET:
+            _assign(state, name, value, changed)
+    if "email" in changed:
+        _assign(state, "email_domain", _email_domain(state.email), changed)
+    _merge_profile_address(state, _BILLING, data.billing, changed)
+    _merge_profile_address(state, _SHIPPING, data.shipping, changed)
+    _set_attribution(state, "campaign_id", data.campaign_id, at_ms, changed)
+    _set_attribution(state, "affiliate_id", data.affiliate_id, at_ms, changed)
+    if data.tags is not UNSET:
+        _assign(state, "tags", set(data.tags or ()), changed)
+    if data.properties is not UNSET:
+        _merge_properties(state, data.properties, changed)
+
+
+def _email_domain(email: str | None) -> str | None:
+    if email is None or "@" not in email:
+        return None
+    return email.rpartition("@")[2].strip().lower() or None
+
+
+class _AddressSlots(NamedTuple):
+    """Names of the state fields behind one address kind ("billing" or "shipping")."""
+
+    fields: tuple[str, str, str, str]
+    read: Callable[[FeatureState], AddressTuple]
+    from_profile: str
+    from_order: str
+    order_at: str
+
+
+def _slots(kind: str) -> _AddressSlots:
+    country, st, city, postal = (f"{kind}_{part}" for part in _ADDRESS_PARTS)
+    return _AddressSlots((country, st, city, postal), attrgetter(country, st, city, postal),
+                         f"{kind}_from_profile", f"order_{kind}", f"order_{kind}_at")
+
+
+_BILLING: Final = _slots("billing")
+_SHIPPING: Final = _slots("shipping")
+
+
+def _merge_profile_address(
+    state: FeatureState,
+    slots: _AddressSlots,
+    patch: ProfileAddress | UnsetType | None,
+    changed: Changed,
+) -> None:
+    """A profile address overrides any order address; null hands back to orders."""
+    if patch is UNSET:
+        return
+    merged = _NO_ADDRESS
+    if patch is not None:
+        old = slots.read(state) if getattr(state, slots.from_profile) else _NO_ADDRESS
+        merged = _patched(old, patch)
+    from_profile = merged != _NO_ADDRESS
+    setattr(state, slots.from_profile, from_profile)
+    fallback = getattr(state, slots.from_order) or _NO_ADDRESS
+    _write_address(state, slots, merged if from_profile else fallback, changed)
+
+
+def _patched(old: AddressTuple, patch: ProfileAddress) -> AddressTuple:
+    new = (patch.country, patch.state, patch.city, patch.postal_code)
+    country, st, city, postal = (o if n is UNSET else n for o, n in zip(old, new, strict=True))
+    return (country, st, city, postal)
+
+
+def _write_address(
+    state: FeatureState, slots: _AddressSlots, value: AddressTuple, changed: Changed
+) -> None:
+    if slots.read(state) == value:
+        return
+    for name, part_value in zip(slots.fields, value, strict=True):
+        _assign(state, name, part_value, changed)
+
+
+def _set_attribution(
+    state: FeatureState, name: str, value: str | UnsetType | None, at_ms: int, changed: Changed
+) -> None:
+    """campaign_id / affiliate_id: written by profiles and orders, latest occurred_at wins."""
+    if value is UNSET:
+        return
+    stamp_name = _ATTRIBUTION_STAMPS[name]
+    stamp: int | None = getattr(state, stamp_name)
+    if stamp is None or at_ms >= stamp:
+        setattr(state, stamp_name, at_ms)
+        _assign(state, name, value, changed)
+
+
+def _merge_properties(
+    state: FeatureState, patch: dict[str, PropertyValue | None] | None, changed: Changed
+) -> None:
+    """Merge-patch: a key set to null is removed, `properties: null` removes all."""
+    props = state.properties
+    if patch is None:
+        changed.update(f"properties.{name}" for name in props)
+        props.clear()
+        return
+    for name, value in patch.items():
+        old = props.get(name)
+        if value is None:
+            if name in props:
+                del props[name]
+                changed.add(f"properties.{name}")
+        elif old is None or type(old) is not type(value) or old != value:
+            props[name] = value
+            changed.add(f"properties.{name}")
+
+
+# ---- orders ---------------------------------------------------------------
+
+
+def _apply_order_placed(
+    state: FeatureState, data: OrderPlacedData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    order_hash = stable_hash(data.order_id)
+    if order_hash in state.order_ids:
+        return  # the same order announced twice: counted once
+    state.order_ids.add(order_hash)
+    total = money_from_decimal(data.total)
+    _count_order(state, total, at_ms, now_ms, changed)
+    _note_order_times(state, total, at_ms, changed)
+    _note_products(state, data, changed)
+    if data.campaign_id:
+        _set_attribution(state, "campaign_id", data.campaign_id, at_ms, changed)
+    if data.affiliate_id:
+        _set_attribution(state, "affiliate_id", data.affiliate_id, at_ms, changed)
+    if data.billing is not None:
+        _note_order_address(state, _BILLING, data.billing, at_ms, changed)
+    if data.shipping is not None:
+        _note_order_address(state, _SHIPPING, data.shipping, at_ms, changed)
+
+
+def _count_order(
+    state: FeatureState, total: int, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    old_average = average_order_value(state)
+    state.order_count += 1
+    state.total_spent += total
+    changed.add("order_count")
+    if total:
+        changed.add("total_spent")
+    if old_average is None or average_order_value(state) != old_average:
+        changed.add("average_order_value")
+    timeline.insert(state.orders, at_ms, total, now_ms)
+    if state.contact_type != "customer":
+        state.contact_type = "customer"
+        changed.add("contact_type")
+
+
+def _note_order_times(state: FeatureState, total: int, at_ms: int, changed: Changed) -> None:
+    first, last = state.first_order_at, state.last_order_at
+    if first is None or at_ms < first:
+        _assign(state, "first_order_at", at_ms, changed)
+    if last is None or at_ms >= last:
+        _assign(state, "last_order_at", at_ms, changed)
+        _assign(state, "last_order_total", total, changed)
+
+
+def _note_products(state: FeatureState, data: OrderPlacedData, changed: Changed) -> None:
+    products, categories = state.products_purchased, state.categories_purchased
+    sizes = len(products), len(categories)
+    for line in data.products or ():
+        if line.product_id is not None:
+            products.add(line.product_id)
+        if line.category is not None:
+            categories.add(line.category)
+    if len(products) != sizes[0]:
+        changed.add("products_purchased")
+    if len(categories) != sizes[1]:
+        changed.add("categories_purchased")
+
+
+def _note_order_address(
+    state: FeatureState,
+    slots: _AddressSlots,
+    address: Address,
+    at_ms: int,
+    changed: Changed,
+) -> None:
+    """Keep the address of the latest order; it shows while the profile has none."""
+    stamp = getattr(state, slots.order_at)
+    if stamp is not None and at_ms < stamp:
+        return
+    value = (address.country, address.state, address.city, address.postal_code)
+    setattr(state, slots.from_order, value)
+    setattr(state, slots.order_at, at_ms)
+    if not getattr(state, slots.from_profile):
+        _write_address(state, slots, value, changed)
+
+
+def _apply_declined(
+    state: FeatureState, data: OrderDeclinedData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    state.decline_count += 1
+    changed.add("decline_count")
+    amount = 0 if data.total is None else money_from_decimal(data.total)
+    timeline.insert(state.declines, at_ms, amount, now_ms)
+
+
+def _apply_refund(
+    state: FeatureState, data: AmountData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    state.refund_count += 1
+    changed.add("refund_count")
+    amount = money_from_decimal(data.amount)
+    timeline.insert(state.refunds, at_ms, amount, now_ms)
+    _subtract(state, amount, changed)
+
+
+def _apply_chargeback(
+    state: FeatureState, data: AmountData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    state.chargeback_count += 1
+    changed.add("chargeback_count")
+    amount = money_from_decimal(data.amount)
+    timeline.insert(state.chargebacks, at_ms, amount, now_ms)
+    _subtract(state, amount, changed)
+
+
+def _subtract(state: FeatureState, amount: int, changed: Changed) -> None:
+    """Refunds and chargebacks: net them out of total_spent, sum them in refunded_total."""
+    if not amount:
+        return
+    old_average = average_order_value(state)
+    state.total_spent -= amount
+    state.refunded_total += amount
+    changed.update(("total_spent", "refunded_total"))
+    if average_order_value(state) != old_average:
+        changed.add("average_order_value")
+
+
+def average_order_value(state: FeatureState) -> int | None:
+    """total_spent / order_count in money units, rounded half-to-even; None without orders."""
+    count = state.order_count
+    return divide_half_even(state.total_spent, count) if count else None
+
+
+# ---- subscriptions --------------------------------------------------------
+
+
+def _apply_started(
+    state: FeatureState, data: SubscriptionData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    _note_subscription(state, data, at_ms, True, changed)
+
+
+def _apply_cancelled(
+    state: FeatureState, data: SubscriptionData, at_ms: int, now_ms: int, changed: Changed
+) -> None:
+    _note_subscription(state, data, at_ms, False, changed)
+
+
+def _note_subscription(
+    state: FeatureState, data: SubscriptionData, at_ms: int, active: bool, changed: Changed
+) -> None:
+    """Each subscription's latest event (by occurred_at) says whether it is active."""
+    known = state.subscriptions.get(data.subscription_id)
+    if known is not None and at_ms < known[1]:
+        return
+    state.subscriptions[data.subscription_id] = (data.product_id, at_ms, active)
+    subs = state.subscriptions.values()
+    _assign(state, "active_subscriptions", {p for p, _, on in subs if on}, changed)
+    _assign(state, "cancelled_subscriptions", {p for p, _, on in subs if not on}, changed)
+
+
+_CREATED_EVENTS: Final = frozenset({ProspectCreated, CustomerCreated})
+_REDUCERS: Final[dict[type, _Reducer]] = {
+    ProspectCreated: _apply_profile,
+    CustomerCreated: _apply_profile,
+    CustomerUpdated: _apply_profile,
+    OrderPlaced: _apply_order_placed,
+    OrderDeclined: _apply_declined,
+    OrderRefunded: _apply_refund,
+    OrderChargeback: _apply_chargeback,
+    SubscriptionStarted: _apply_started,
+    SubscriptionCancelled: _apply_cancelled,
+}

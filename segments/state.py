@@ -1,0 +1,134 @@
+"""`FeatureState`: everything the engine knows about one customer, and its codec.
+
+The Struct holds every contract field under its contract name (timestamps as
+epoch ms, money as integer units, sets as sets), the membership bitmask, and the
+bookkeeping the reducers need: window timelines, order-id and event-id hashes,
+subscriptions and the sources of fields filled from two topics.
+
+Encoding is msgpack with `array_like=True`: compact, and new fields must only
+ever be appended at the end (with defaults) so stored states keep decoding.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Final
+
+import msgspec
+
+from segments.timeline import Timeline
+
+MAX_SEEN_IDS: Final = 4096
+"""Applied event ids remembered per customer: at least the most recent half, at most all."""
+
+_SEEN_GENERATION: Final = MAX_SEEN_IDS // 2
+_FORMAT_VERSION: Final = 1
+
+PropertyValue = str | int | float | bool
+AddressTuple = tuple[str | None, str | None, str | None, str | None]
+Subscription = tuple[str, int, bool]
+"""(product_id, occurred_ms of its latest event, active)."""
+
+
+class FeatureState(msgspec.Struct, array_like=True, gc=False):
+    """One customer's features. Field order is the storage format: append only."""
+
+    contact_type: str = "prospect"
+    email: str | None = None
+    email_domain: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    billing_country: str | None = None
+    billing_state: str | None = None
+    billing_city: str | None = None
+    billing_postal_code: str | None = None
+    shipping_country: str | None = None
+    shipping_state: str | None = None
+    shipping_city: str | None = None
+    shipping_postal_code: str | None = None
+    campaign_id: str | None = None
+    affiliate_id: str | None = None
+    tags: set[str] = msgspec.field(default_factory=set)
+    properties: dict[str, PropertyValue] = msgspec.field(default_factory=dict)
+    created_at: int | None = None
+    order_count: int = 0
+    total_spent: int = 0
+    first_order_at: int | None = None
+    last_order_at: int | None = None
+    last_order_total: int | None = None
+    products_purchased: set[str] = msgspec.field(default_factory=set)
+    categories_purchased: set[str] = msgspec.field(default_factory=set)
+    decline_count: int = 0
+    refund_count: int = 0
+    refunded_total: int = 0
+    chargeback_count: int = 0
+    active_subscriptions: set[str] = msgspec.field(default_factory=set)
+    cancelled_subscriptions: set[str] = msgspec.field(default_factory=set)
+    segments_mask: int = 0
+    # Bookkeeping below: not contract fields.
+    orders: Timeline = msgspec.field(default_factory=Timeline)
+    declines: Timeline = msgspec.field(default_factory=Timeline)
+    refunds: Timeline = msgspec.field(default_factory=Timeline)
+    chargebacks: Timeline = msgspec.field(default_factory=Timeline)
+    order_ids: set[int] = msgspec.field(default_factory=set)
+    subscriptions: dict[str, Subscription] = msgspec.field(default_factory=dict)
+    seen_recent: set[int] = msgspec.field(default_factory=set)
+    seen_older: set[int] = msgspec.field(default_factory=set)
+    created_from_profile: bool = False
+    campaign_at: int | None = None
+    affiliate_at: int | None = None
+    billing_from_profile: bool = False
+    order_billing: AddressTuple | None = None
+    order_billing_at: int | None = None
+    shipping_from_profile: bool = False
+    order_shipping: AddressTuple | None = None
+    order_shipping_at: int | None = None
+
+
+def new_state() -> FeatureState:
+    """The state of a customer the engine has never seen."""
+    return FeatureState()
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same in every process (unlike `hash()`)."""
+    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def remember_event(state: FeatureState, event_hash: int) -> bool:
+    """Record an applied event id; False when it was already applied.
+
+    Two generations of `MAX_SEEN_IDS // 2` ids: when the recent one fills, it
+    becomes the older one and the previous older one is forgotten.
+    """
+    recent = state.seen_recent
+    if event_hash in recent or event_hash in state.seen_older:
+        return False
+    recent.add(event_hash)
+    if len(recent) >= _SEEN_GENERATION:
+        state.seen_older = recent
+        state.seen_recent = set()
+    return True
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, bytes, FeatureState])
+
+
+def encode_state(state: FeatureState) -> bytes:
+    """msgpack bytes of the state; the mask travels as bytes since it may exceed 64 bits."""
+    mask = state.segments_mask
+    body = msgspec.structs.replace(state, segments_mask=0) if mask else state
+    return _ENCODER.encode((_FORMAT_VERSION, _mask_bytes(mask), body))
+
+
+def decode_state(raw: bytes) -> FeatureState:
+    """Inverse of `encode_state`."""
+    _version, mask, state = _DECODER.decode(raw)
+    state.segments_mask = int.from_bytes(mask, "little")
+    return state
+
+
+def _mask_bytes(mask: int) -> bytes:
+    return mask.to_bytes((mask.bit_length() + 7) // 8, "little")

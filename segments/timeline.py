@@ -1,0 +1,71 @@
+"""Bounded, sorted per-customer timelines for `within_days` counts and sums.
+
+A timeline keeps event times (epoch ms, ascending) and running sums of their
+amounts. A window query is two bisects and one subtraction, never a scan.
+Entries older than `TIMELINE_HORIZON_DAYS` before `now_ms` are pruned on insert;
+since `within_days` may not exceed the horizon (and `now_ms` only moves
+forward), pruning never changes the answer of a window query.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Final
+
+import msgspec
+
+DAY_MS: Final = 86_400_000
+HOUR_MS: Final = 3_600_000
+TIMELINE_HORIZON_DAYS: Final = 366
+HORIZON_MS: Final = TIMELINE_HORIZON_DAYS * DAY_MS
+
+
+def _zero() -> list[int]:
+    return [0]
+
+
+class Timeline(msgspec.Struct, array_like=True, gc=False):
+    """Sorted `times` and `cum`, where `cum[i + 1] - cum[i]` is the amount at `times[i]`.
+
+    `cum[0]` is the sum of everything pruned so far, so `cum` has one more
+    element than `times` and window sums never need rebasing.
+    """
+
+    times: list[int] = msgspec.field(default_factory=list)
+    cum: list[int] = msgspec.field(default_factory=_zero)
+
+
+def insert(tl: Timeline, at_ms: int, amount: int, now_ms: int) -> None:
+    """Add an entry (in time order, stable for equal times) and prune old ones."""
+    cutoff = now_ms - HORIZON_MS
+    times, cum = tl.times, tl.cum
+    if at_ms >= cutoff:
+        if not times or at_ms >= times[-1]:
+            times.append(at_ms)
+            cum.append(cum[-1] + amount)
+        else:
+            _insert_inside(times, cum, at_ms, amount)
+    if times and times[0] < cutoff:
+        keep = bisect_left(times, cutoff)
+        del times[:keep]
+        del cum[:keep]
+
+
+def _insert_inside(times: list[int], cum: list[int], at_ms: int, amount: int) -> None:
+    i = bisect_right(times, at_ms)
+    times.insert(i, at_ms)
+    cum.insert(i + 1, cum[i] + amount)
+    for j in range(i + 2, len(cum)):
+        cum[j] += amount
+
+
+def count_since(tl: Timeline, since_ms: int) -> int:
+    """Number of entries at or after `since_ms`."""
+    times = tl.times
+    return len(times) - bisect_left(times, since_ms)
+
+
+def sum_since(tl: Timeline, since_ms: int) -> int:
+    """Sum of the amounts of entries at or after `since_ms`."""
+    cum = tl.cum
+    return cum[-1] - cum[bisect_left(tl.times, since_ms)]

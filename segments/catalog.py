@@ -27,8 +27,6 @@ PROPERTY_OPS: Final = (
     "eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte", "between",
     "contains", "starts_with", "ends_with", "exists", "not_exists",
 )  # fmt: skip
-WINDOW_OPS: Final = NUMBER_OPS
-"""Operators that may carry `within_days` (on fields marked `windowed`)."""
 
 CONTACT_TYPES: Final = ("prospect", "customer")
 PROPERTY_PREFIX: Final = "properties."

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from segments.catalog import PROPERTY_PREFIX, WINDOW_OPS, FieldSpec, field_spec
+from segments.catalog import PROPERTY_PREFIX, FieldSpec, field_spec
 from segments.errors import DefinitionError
 from segments.timeline import TIMELINE_HORIZON_DAYS
 from segments.values import InvalidValue, parse_value
@@ -27,6 +27,17 @@ MAX_CONDITIONS: Final = 9
 MAX_NAME_LENGTH: Final = 200
 TIME_OPS: Final = frozenset({"within_last", "not_within_last"})
 _CONDITION_KEYS: Final = frozenset({"field", "op", "value", "within_days"})
+__all__ = [
+    "MAX_CONDITIONS",
+    "MAX_GROUPS",
+    "Condition",
+    "DefinitionError",
+    "SegmentDefinition",
+    "check_graph",
+    "find_cycles",
+    "parse_definition",
+]
+
 _WINDOWED_NAMES: Final = "order_count, total_spent, decline_count, refund_count, chargeback_count"
 
 Details = list[dict[str, str]]
@@ -231,8 +242,6 @@ def _parse_within_days(
     problem = None
     if not spec.windowed:
         problem = f"`within_days` only works on {_WINDOWED_NAMES}"
-    elif op not in WINDOW_OPS:
-        problem = f"`within_days` works with comparisons ({', '.join(WINDOW_OPS)}), not `{op}`"
     elif type(days) is not int or not 1 <= days <= TIMELINE_HORIZON_DAYS:
         problem = f"`within_days` must be a whole number of days from 1 to {TIMELINE_HORIZON_DAYS}"
     if problem is not None:

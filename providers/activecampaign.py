@@ -4,8 +4,9 @@ Endpoints used (providers.md): ``GET /lists``, ``GET /tags``, ``POST /tags``,
 ``POST /contact/sync`` (upsert by email), ``GET /contacts?email=``,
 ``POST /contactLists`` (status 1 only, and only for contacts not yet on the list),
 ``POST /contactTags``, ``GET /contacts/{id}/contactTags``, ``DELETE /contactTags/{id}``.
-One more, linked from every contact's ``links``: ``GET /contacts/{id}/contactLists``,
-to read a contact's status on a list before subscribing them.
+Two more real ones: ``GET /contacts/{id}/contactLists`` (linked from every contact's
+``links``), to read a contact's status on a list before subscribing them, and
+``GET /lists/{id}``, so a missing list fails the call once rather than per member.
 
 ActiveCampaign has no way to take a contact off a list except status 2, which
 unsubscribes them; ``remove_from_list`` therefore refuses (``supports_list_removal``
@@ -30,7 +31,7 @@ from providers.base import (
     for_each_member,
     unique_emails,
 )
-from providers.errors import PermanentError, ProviderError, classify_status
+from providers.errors import ListNotFound, PermanentError, ProviderError, classify_status
 from providers.http import ApiSession, json_or_none, parse_retry_after, text_snippet
 from providers.limits import ProviderLimits
 from providers.retry import Retry
@@ -161,6 +162,7 @@ class ActiveCampaignClient(ProviderClient):
         return ProviderSegment(str(made["id"]), str(made["tag"]), "tag")
 
     async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
+        await self._check_list(list_id)
         by_email = {m.email: m for m in members}
 
         async def upsert(email: str) -> None:
@@ -169,6 +171,14 @@ class ActiveCampaignClient(ProviderClient):
         return await for_each_member(
             unique_emails(by_email), upsert, concurrency=self.concurrency
         )
+
+    async def _check_list(self, list_id: str) -> None:
+        try:
+            await self._session.call("GET", f"/lists/{list_id}")
+        except PermanentError as error:
+            if error.status == 404:
+                raise ListNotFound.from_error(error, list_id) from error
+            raise
 
     async def _upsert_one(self, list_id: str, member: Member) -> None:
         synced = await self._session.call("POST", "/contact/sync", json=contact_body(member))

@@ -6,9 +6,9 @@ The sync worker talks to ``ProviderClient`` only. The rules every implementation
 - leaving a segment or list never unsubscribes anyone;
 - an upsert never re-subscribes a person the provider holds as unsubscribed, bounced
   or in a compliance state;
-- a method raises only when the call failed as a whole (``AuthError``, a missing
-  list, retries exhausted on a batch call); per-member outcomes are in the
-  ``BatchResult`` it returns.
+- a method raises only when the call failed as a whole (``AuthError``,
+  ``ListNotFound``, retries exhausted on a batch call); per-member outcomes are in
+  the ``BatchResult`` it returns.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from providers.errors import AuthError, ProviderError
+from providers.errors import AuthError, ListNotFound, ProviderError
 
 T = TypeVar("T")
 
@@ -201,8 +201,9 @@ async def for_each_member(
 ) -> BatchResult:
     """Run ``action`` per email (bounded), recording each ``ProviderError`` as a failure.
 
-    ``AuthError`` is about the account, not the member: it is re-raised once all
-    actions ended. Anything that is not a ``ProviderError`` is a bug and re-raised too.
+    ``AuthError`` and ``ListNotFound`` concern the whole call, not the member: they are
+    re-raised once all actions ended. Anything that is not a ``ProviderError`` is a
+    bug and re-raised too.
     """
     gate = asyncio.Semaphore(concurrency)
 
@@ -210,7 +211,7 @@ async def for_each_member(
         async with gate:
             try:
                 await action(email)
-            except AuthError:
+            except (AuthError, ListNotFound):
                 raise
             except ProviderError as error:
                 return MemberFailure.from_error(error)

@@ -8,8 +8,9 @@ The tree, modelled on aiokafka's errors (every error says whether it is ``retria
     ``retry_after`` in seconds when the provider sent one.
   - ``TransientError`` (retriable): 5xx, 408, timeouts, connection drops.
   - ``PermanentError``: the request is wrong and stays wrong (invalid email,
-    compliance state, missing list, 422); goes to the dead-letter topic with
-    ``reason``.
+    compliance state, 422); goes to the dead-letter topic with ``reason``.
+    - ``ListNotFound``: the list itself is gone (404): the whole call failed, and
+      the profile or segment configuration needs attention.
   - ``AuthError``: bad or revoked credentials (401/403). Not a ``PermanentError``
     subclass on purpose: it concerns the whole profile, never one member, so code
     that records per-member permanent failures must not swallow it.
@@ -83,6 +84,16 @@ class TransientError(ProviderError):
 
 class PermanentError(ProviderError):
     """The provider refused this request for good (invalid email, compliance state, 404)."""
+
+
+class ListNotFound(PermanentError):
+    """The list (audience) named in the call does not exist at the provider."""
+
+    @classmethod
+    def from_error(cls, error: ProviderError, list_id: str) -> ListNotFound:
+        """The 404 ``error`` re-read as "this list is missing"."""
+        return cls(error.title, f"list {list_id}: {error.detail}".rstrip(": "),
+                   provider=error.provider, status=error.status, code=error.code)
 
 
 class AuthError(ProviderError):

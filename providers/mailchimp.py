@@ -30,8 +30,15 @@ from providers.base import (
     for_each_member,
     unique_emails,
 )
-from providers.errors import PermanentError, ProviderError, RateLimited, classify_status
+from providers.errors import (
+    ListNotFound,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    classify_status,
+)
 from providers.http import (
+    ApiResponse,
     ApiSession,
     json_or_none,
     parse_retry_after,
@@ -184,7 +191,7 @@ class MailchimpClient(ProviderClient):
             "members": [member_body(m, self.status_if_new) for m in chunk],
             "update_existing": True,
         }
-        answer = (await self._session.call("POST", f"/lists/{list_id}", json=body)).body
+        answer = (await self._list_call(list_id, "POST", f"/lists/{list_id}", json=body)).body
         errors = {str(e.get("email_address", "")).lower(): e for e in answer.get("errors") or []}
         result = BatchResult([m.email for m in chunk if m.email.lower() not in errors])
         refused = [m for m in chunk if m.email.lower() in errors]
@@ -238,7 +245,7 @@ class MailchimpClient(ProviderClient):
 
     async def remove_from_list(self, list_id: str, emails: Sequence[str]) -> BatchResult:
         # A missing list must fail loudly, not look like "already removed".
-        await self._session.call("GET", f"/lists/{list_id}", params={"fields": "id"})
+        await self._list_call(list_id, "GET", f"/lists/{list_id}", params={"fields": "id"})
 
         async def archive(email: str) -> None:
             try:
@@ -250,6 +257,17 @@ class MailchimpClient(ProviderClient):
                     raise
 
         return await for_each_member(unique_emails(emails), archive, concurrency=self.concurrency)
+
+    async def _list_call(
+        self, list_id: str, method: str, path: str, **kwargs: Any
+    ) -> ApiResponse:
+        """A call on the list resource itself, where a 404 means the list is missing."""
+        try:
+            return await self._session.call(method, path, **kwargs)
+        except PermanentError as error:
+            if error.status == 404:
+                raise ListNotFound.from_error(error, list_id) from error
+            raise
 
     async def aclose(self) -> None:
         await self._session.aclose()

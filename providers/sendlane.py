@@ -37,7 +37,7 @@ from providers.base import (
     for_each_member,
     unique_emails,
 )
-from providers.errors import PermanentError, ProviderError, classify_status
+from providers.errors import ListNotFound, PermanentError, ProviderError, classify_status
 from providers.http import (
     ApiSession,
     json_or_none,
@@ -263,29 +263,29 @@ class SendlaneClient(ProviderClient):
         return payload
 
     async def _post_contacts(self, list_id: str, payloads: list[dict[str, Any]]) -> BatchResult:
-        """POST a chunk; on a 422 naming members by index, drop those and send the rest."""
+        """POST a chunk; on a 422 naming members by index, set those aside, send the rest."""
         result = BatchResult()
         while payloads:
             try:
-                await self._session.call(
-                    "POST", f"/lists/{list_id}/contacts", json={"contacts": payloads}
-                )
+                await self._post_chunk(list_id, payloads)
             except ValidationFailed as error:
-                refused = _refused_indexes(error, len(payloads))
-                if not refused:
-                    raise
-                for index in sorted(refused):
-                    email = payloads[index]["email"]
-                    result.failed[email] = MemberFailure(
-                        error.title, " ".join(refused[index]), 422, "validation"
-                    )
-                payloads = [p for i, p in enumerate(payloads) if i not in refused]
+                payloads = _set_aside_refused(error, payloads, result)
                 continue
             for payload in payloads:
                 self.pending.expect(payload["email"], "lists", list_id, True)
                 result.succeeded.append(payload["email"])
-            return result
+            break
         return result
+
+    async def _post_chunk(self, list_id: str, payloads: list[dict[str, Any]]) -> None:
+        try:
+            await self._session.call(
+                "POST", f"/lists/{list_id}/contacts", json={"contacts": payloads}
+            )
+        except PermanentError as error:
+            if error.status == 404:
+                raise ListNotFound.from_error(error, list_id) from error
+            raise
 
     async def add_to_segment(
         self, list_id: str, segment_id: str, emails: Sequence[str]
@@ -330,6 +330,20 @@ class SendlaneClient(ProviderClient):
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+
+def _set_aside_refused(
+    error: ValidationFailed, payloads: list[dict[str, Any]], result: BatchResult
+) -> list[dict[str, Any]]:
+    """Record the contacts a 422 names as failed; the others, to send again."""
+    refused = _refused_indexes(error, len(payloads))
+    if not refused:
+        raise error
+    for index, messages in refused.items():
+        result.failed[payloads[index]["email"]] = MemberFailure(
+            error.title, " ".join(messages), 422, "validation"
+        )
+    return [p for i, p in enumerate(payloads) if i not in refused]
 
 
 def _refused_indexes(error: ValidationFailed, count: int) -> dict[int, list[str]]:

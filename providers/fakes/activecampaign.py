@@ -183,6 +183,7 @@ class ActiveCampaignFake(FakeProvider):
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/lists", self.get_lists, methods=["GET"]),
+            Route("/lists/{id:int}", self.get_list, methods=["GET"]),
             Route("/tags", self.get_tags, methods=["GET"]),
             Route("/tags", self.post_tag, methods=["POST"]),
             Route("/contact/sync", self.contact_sync, methods=["POST"]),
@@ -271,6 +272,14 @@ class ActiveCampaignFake(FakeProvider):
         lists = [{"id": str(i), "stringid": _slug(n), "name": n}
                  for i, n in self.state.lists.items()]
         return json_response({"lists": _page(request, lists), "meta": {"total": str(len(lists))}})
+
+    async def get_list(self, request: Request) -> Response:
+        list_id = request.path_params["id"]
+        if list_id not in self.state.lists:
+            raise Problem(404, f"No Result found for List with id {list_id}", shape="message")
+        name = self.state.lists[list_id]
+        return json_response({"list": {"id": str(list_id), "stringid": _slug(name),
+                                       "name": name}})
 
     async def get_tags(self, request: Request) -> Response:
         search = request.query_params.get("search", "").lower()

@@ -6,7 +6,8 @@ In-process::
     async with serve_fake(fake) as base_url:   # http://127.0.0.1:<port>/3.0
         client = make_client("mailchimp", fake.credentials(), base_url)
 
-Standalone (prints one JSON line with base_url and credentials, serves until Ctrl-C)::
+Standalone (once listening, prints one JSON line with base_url, credentials and the
+seeded list and segment ids; serves until Ctrl-C)::
 
     python -m providers.fakes.server mailchimp --port 8999 --list "Demo" --segment "VIP"
 """
@@ -77,6 +78,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    """Wait until uvicorn listens (True) or its task ends first (False)."""
+    while True:
+        if server.started:
+            return True
+        if task.done():
+            return False
+        await asyncio.sleep(0.005)
+
+
 @contextlib.asynccontextmanager
 async def serve_fake(
     app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
@@ -87,11 +98,9 @@ async def serve_fake(
     server = _InProcessServer(_config(app, log_level))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise why it could not start
-                raise RuntimeError("fake server stopped during startup")
-            await asyncio.sleep(0.005)
+        if not await _started(server, task):
+            task.result()  # re-raise why it could not start
+            raise RuntimeError("fake server stopped during startup")
         bound_port = sock.getsockname()[1]
         yield f"http://{host}:{bound_port}{getattr(app, 'api_prefix', '')}"
     finally:
@@ -130,22 +139,26 @@ async def _run(args: argparse.Namespace) -> None:
     lists = [fake.seed_list(name, args.segments) for name in args.lists or ["Demo list"]]
     _quiet_injected_drops()
     sock = _bind(args.host, args.port)
-    server = uvicorn.Server(_config(fake, "info"))
-    port = sock.getsockname()[1]
-    info = {"provider": args.provider, "base_url": f"http://{args.host}:{port}{fake.api_prefix}",
-            "credentials": fake.credentials(),
-            "lists": [{"id": lid, "segments": segs} for lid, segs in lists]}
-    sys.stdout.write(orjson.dumps(info).decode() + "\n")
-    sys.stdout.flush()
+    server = uvicorn.Server(_config(fake, "info"))  # handles Ctrl-C itself
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await server.serve(sockets=[sock])
+        if await _started(server, task):
+            port = sock.getsockname()[1]
+            info = {"provider": args.provider,
+                    "base_url": f"http://{args.host}:{port}{fake.api_prefix}",
+                    "credentials": fake.credentials(),
+                    "lists": [{"id": lid, "segments": segs} for lid, segs in lists]}
+            sys.stdout.write(orjson.dumps(info).decode() + "\n")
+            sys.stdout.flush()
+        await task
     finally:
         sock.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI entry: run one fake until interrupted."""
-    asyncio.run(_run(_parse_args(argv)))
+    """CLI entry: run one fake until interrupted (exit status 0 on Ctrl-C)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(_parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ status kept, re-addable; never the permanent delete, which would forbid re-impor
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from providers.base import (
     ProviderSegment,
     chunked,
     for_each_member,
+    gather_or_raise,
     unique_emails,
 )
 from providers.errors import (
@@ -162,9 +162,9 @@ class MailchimpClient(ProviderClient):
 
     async def fetch_lists(self) -> list[ProviderList]:
         raw_lists = await self._paged("/lists", "lists", {})
-        segments = await asyncio.gather(
-            *(self._paged(f"/lists/{raw['id']}/segments", "segments", {"type": "static"})
-              for raw in raw_lists)
+        segments = await gather_or_raise(
+            self._paged(f"/lists/{raw['id']}/segments", "segments", {"type": "static"})
+            for raw in raw_lists
         )
         return [_to_list(raw, segs) for raw, segs in zip(raw_lists, segments, strict=True)]
 

@@ -4,7 +4,7 @@ A ``FakeProvider`` is itself an ASGI app. Each request goes through, in order:
 drop (before), authentication, the provider's own limit (``admit``), latency,
 injected 429 / 5xx, the routes (Starlette), drop (after). ``faults`` may be changed
 between requests; ``stats`` counts what happened so tests can check a storm really
-took place.
+took place, and ``calls`` logs ``(method, path)`` of recent requests.
 
 A "drop" sends response headers then closes the connection: the client sees the
 connection cut mid-answer. With ``drop_after_apply`` the request has already taken
@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CALL_LOG_SIZE = 100_000  # bounded so a long demo run does not grow without end
 
 
 @dataclass
@@ -98,7 +100,7 @@ class FakeProvider(abc.ABC):
     def __init__(self, faults: Faults | None = None, *, seed: int | None = None) -> None:
         self.faults = faults if faults is not None else Faults()
         self.stats: Counter[str] = Counter()
-        self.calls: list[tuple[str, str]] = []
+        self.calls: deque[tuple[str, str]] = deque(maxlen=CALL_LOG_SIZE)
         self.in_flight = 0
         self.peak_in_flight = 0
         self._rng = random.Random(seed)

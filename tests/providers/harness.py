@@ -57,10 +57,11 @@ class Harness:
         return make_client(
             self.provider, credentials or self.fake.credentials(), self.base_url,
             limits=limits or ProviderLimits(FAST_POLICIES),
-            retry=retry or fast_retry(on_retry=self._record_retry), **options,
+            retry=retry or fast_retry(on_retry=self.record_retry), **options,
         )
 
-    def _record_retry(self, error: Exception, failures: int, delay: float) -> None:
+    def record_retry(self, error: Exception, failures: int, delay: float) -> None:
+        """``Retry(on_retry=...)`` hook: keep what was retried, for assertions."""
         self.retries.append(str(error))
 
     def seed_list(self, name: str, *segments: str) -> tuple[str, dict[str, str]]:

@@ -30,7 +30,7 @@ async def assert_end_state(harness: Harness, list_id: str, vip: str) -> None:
 
 async def _storm(harness: Harness, stat: str) -> None:
     list_id, segments = harness.seed_list("Storm", "VIP")
-    async with harness.client(retry=fast_retry(20, on_retry=harness._record_retry)) as client:
+    async with harness.client(retry=fast_retry(20, on_retry=harness.record_retry)) as client:
         await run_scenario(client, list_id, segments["VIP"])
     harness.fake.faults.__init__()  # calm, so the inspection below is not disturbed
     await assert_end_state(harness, list_id, segments["VIP"])

@@ -53,7 +53,7 @@ async def test_mailchimp_limiter_is_shared_by_clients_of_one_account(mailchimp: 
 async def test_mailchimp_connection_limit_429s_are_retried(mailchimp: Harness) -> None:
     list_id, emails = _seed_members(mailchimp, 40)
     mailchimp.fake.faults.latency = 0.03
-    retry = fast_retry(30, on_retry=mailchimp._record_retry)
+    retry = fast_retry(30, on_retry=mailchimp.record_retry)
     limits = ProviderLimits(NO_CLIENT_LIMIT)
     async with mailchimp.client(limits=limits, retry=retry, concurrency=40) as client:
         result = await client.remove_from_list(list_id, emails)
@@ -108,7 +108,7 @@ async def test_sendlane_429_without_retry_after_backs_off(sendlane: Harness) -> 
     sendlane.fake.rate_limit = (12, 0.5)
     list_id, segments = sendlane.seed_list("Unpaced", "VIP")
     emails = [f"s{i}@shop.test" for i in range(8)]
-    retry = fast_retry(40, on_retry=sendlane._record_retry)
+    retry = fast_retry(40, on_retry=sendlane.record_retry)
     async with sendlane.client(limits=ProviderLimits(NO_CLIENT_LIMIT), retry=retry) as client:
         assert (await client.upsert_members(list_id, [Member(e) for e in emails])).ok
         assert (await client.add_to_segment(list_id, segments["VIP"], emails)).ok

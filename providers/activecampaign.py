@@ -162,6 +162,8 @@ class ActiveCampaignClient(ProviderClient):
         return ProviderSegment(str(made["id"]), str(made["tag"]), "tag")
 
     async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
+        if not members:
+            return BatchResult()
         await self._check_list(list_id)
         by_email = {m.email: m for m in members}
 

@@ -244,6 +244,8 @@ class MailchimpClient(ProviderClient):
         return result
 
     async def remove_from_list(self, list_id: str, emails: Sequence[str]) -> BatchResult:
+        if not emails:
+            return BatchResult()
         # A missing list must fail loudly, not look like "already removed".
         await self._list_call(list_id, "GET", f"/lists/{list_id}", params={"fields": "id"})
 

@@ -159,3 +159,16 @@ async def test_missing_list_fails_the_whole_call(harness: Harness) -> None:
             await client.upsert_members("987654", members("a@shop.test"))
     assert isinstance(caught.value, PermanentError) and caught.value.status == 404
     assert harness.retries == []
+
+
+async def test_empty_batches_make_no_calls(harness: Harness) -> None:
+    list_id, segments = harness.seed_list("Customers", "VIP")
+    async with harness.client() as client:
+        results = [
+            await client.upsert_members(list_id, []),
+            await client.add_to_segment(list_id, segments["VIP"], []),
+            await client.remove_from_segment(list_id, segments["VIP"], []),
+            await client.remove_from_list(list_id, []),
+        ]
+    assert all(r.ok and not r.succeeded for r in results)
+    assert harness.fake.stats["requests"] == 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from providers.base import BatchResult, MemberFailure, for_each_member
+from providers.base import BatchResult, MemberFailure, for_each_member, gather_or_raise
 from providers.errors import (
     AuthError,
     ListNotFound,
@@ -162,3 +162,24 @@ def test_batch_result_merges() -> None:
     one.extend(BatchResult(["c"], {"d": MemberFailure("y", retriable=True)}))
     assert one.succeeded == ["a", "c"] and set(one.failed) == {"b", "d"} and not one.ok
     assert MemberFailure("T", "D").reason == "T: D" and MemberFailure("T").reason == "T"
+
+
+async def test_gather_or_raise_cancels_the_rest_and_raises_the_error_itself() -> None:
+    finished: list[str] = []
+
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        finished.append("slow")
+        return "slow"
+
+    async def refused() -> str:
+        raise AuthError("API Key Invalid")
+
+    with pytest.raises(AuthError):
+        await gather_or_raise([slow(), refused()])
+    assert finished == []
+
+    async def value(v: int) -> int:
+        return v
+
+    assert await gather_or_raise(value(i) for i in range(3)) == [0, 1, 2]

@@ -146,6 +146,12 @@ FIELD_CATALOG: Final[list[dict[str, Any]]] = [
 
 CONTRACT_FIELDS: Final[tuple[str, ...]] = tuple(spec.name for spec in FIELDS)
 
+ANY_FIELD: Final = "*"
+"""In a changed-field set: anything may have changed, custom properties included."""
+
+EVERY_FIELD: Final[frozenset[str]] = frozenset({*CONTRACT_FIELDS, ANY_FIELD} - {"segments"})
+"""What `apply_event` reports for a customer's first event: every field came to be."""
+
 
 def field_spec(name: str) -> FieldSpec | None:
     """The catalog entry for a condition's `field`, or None when there is none."""

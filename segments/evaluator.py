@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from segments.catalog import ANY_FIELD
 from segments.compiler import Evaluate, Explain, compile_evaluator, compile_explainer
 from segments.definitions import SegmentDefinition, check_graph
 from segments.errors import DefinitionError
@@ -45,7 +46,10 @@ class SegmentIndex:
         self._explainers: dict[str, Explain] = {}
 
     def evaluate(self, state: FeatureState, now_ms: int, changed: frozenset[str]) -> int:
-        """The new membership mask after `changed` fields changed; state is not modified."""
+        """The new membership mask after `changed` fields changed; state is not modified.
+
+        `changed` holding "*" (`catalog.ANY_FIELD`) re-evaluates every segment.
+        """
         function = self._cache.get(changed)
         if function is None:
             function = self._compile_for(changed)
@@ -57,6 +61,8 @@ class SegmentIndex:
 
     def affected(self, changed: Iterable[str]) -> list[SegmentDefinition]:
         """Segments to re-evaluate for `changed`, in evaluation order."""
+        if ANY_FIELD in changed:
+            return list(self.order)
         ids = set(self._time_relative)
         for name in changed:
             ids.update(self._readers.get(name, ()))

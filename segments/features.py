@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from segments.catalog import ANY_FIELD, CONTRACT_FIELDS, EVERY_FIELD
 from segments.money import MONEY_SCALE, money_to_float
 from segments.reducers import apply_event, average_order_value
 from segments.state import (
@@ -24,6 +25,9 @@ from segments.state import (
 from segments.timeline import TIMELINE_HORIZON_DAYS
 
 __all__ = [
+    "ANY_FIELD",
+    "CONTRACT_FIELDS",
+    "EVERY_FIELD",
     "MAX_SEEN_IDS",
     "MONEY_SCALE",
     "TIMELINE_HORIZON_DAYS",

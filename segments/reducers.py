@@ -17,6 +17,7 @@ from typing import Any, Final, NamedTuple
 from msgspec import UNSET, UnsetType
 
 from segments import timeline
+from segments.catalog import EVERY_FIELD
 from segments.events import (
     Address,
     AmountData,
@@ -58,6 +59,9 @@ _ATTRIBUTION_STAMPS: Final = {"campaign_id": "campaign_at", "affiliate_id": "aff
 def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] | None:
     """Apply `ev` to `state`; the changed contract fields, or None for a repeated event_id.
 
+    On a customer's first event the answer is `EVERY_FIELD` (which holds "*"), so
+    segments matching missing values (`not_exists`, `neq`, ...) are evaluated too.
+
     `customer.deleted` is not a state change but an erasure, done by the caller:
     passing one raises ValueError.
     """
@@ -67,10 +71,12 @@ def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] |
     if not remember_event(state, stable_hash(ev.event_id)):
         return None
     at_ms = occurred_ms(ev)
+    first = state.created_at is None  # every applied event sets created_at
     changed: Changed = set()
     _note_created_at(state, at_ms, type(ev) in _CREATED_EVENTS, changed)
     reducer(state, ev.data, at_ms, now_ms, changed)
-    return frozenset(changed)
+    # A new customer's every field (missing ones too) is new: all segments must look.
+    return EVERY_FIELD if first else frozenset(changed)
 
 
 def _assign(state: FeatureState, name: str, value: object, changed: Changed) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from segments.events import Event
 from segments.features import (
+    ANY_FIELD,
+    EVERY_FIELD,
     MAX_SEEN_IDS,
     FeatureState,
     apply_event,
@@ -40,6 +42,13 @@ def test_new_state_is_an_empty_prospect() -> None:
     assert state.contact_type == "prospect"
     assert (state.order_count, state.total_spent, state.segments_mask) == (0, 0, 0)
     assert average_order_value(state) is None
+
+
+def test_a_customers_first_event_changes_every_field() -> None:
+    state = new_state()
+    assert apply(state, event("order.declined", {"order_id": "o"})) == EVERY_FIELD
+    assert ANY_FIELD in EVERY_FIELD and "properties.x" not in EVERY_FIELD
+    assert apply(state, event("order.declined", {"order_id": "o"})) == {"decline_count"}
 
 
 def test_repeated_event_id_changes_nothing() -> None:
@@ -96,8 +105,9 @@ def test_a_repeated_order_id_counts_once() -> None:
 
 def test_declined_orders_are_not_orders() -> None:
     state = new_state()
+    apply(state, profile(first_name="A", at=T0_MS - DAY))
     changed = apply(state, event("order.declined", {"order_id": "o", "total": 5}))
-    assert changed == {"decline_count", "created_at"}
+    assert changed == {"decline_count"}
     assert (state.decline_count, state.order_count, state.contact_type) == (1, 0, "prospect")
     apply(state, event("order.declined", {"order_id": "o", "reason": "card"}))
     assert state.decline_count == 2

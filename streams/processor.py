@@ -202,11 +202,9 @@ class Processor:
                 await self._wipe(p)
                 stored = {}
             for tp in tps:
-                offset = stored.get(_field(tp))
-                if offset is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, offset)
+                # offset 0 where nothing is stored: out of range after retention, it resets to
+                # the earliest (auto_offset_reset); seek_to_beginning would wait per partition
+                consumer.seek(tp, stored.get(_field(tp), 0))
             self.engine.own(p)
             await self._reconcile(p)
         log.info("assigned partitions %s", sorted(by_partition))

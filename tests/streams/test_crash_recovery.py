@@ -16,7 +16,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pytest
@@ -42,7 +42,7 @@ SEGMENTS = {
 }
 
 
-def _spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, log: BinaryIO) -> subprocess.Popen[bytes]:
     env = {**os.environ,
            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
            "SEGSTREAM_REDIS_URL": settings.redis_url or "",
@@ -51,9 +51,9 @@ def _spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
            "SEGSTREAM_GROUP_ID": settings.group_id,
            "SEGSTREAM_PARTITIONS": str(settings.partitions),
            "SEGSTREAM_BATCH_MAX": "300",
-           "SEGSTREAM_SESSION_TIMEOUT_MS": "6000"}
+           "SEGSTREAM_SESSION_TIMEOUT_MS": "4000"}
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "process"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.mark.slow
@@ -68,22 +68,25 @@ async def test_kill_9_repeatedly_loses_and_double_counts_nothing(
     rng = random.Random(1)
     resent = rng.sample(events, 200)  # producers retry: the same event_id arrives twice
     stream = events + resent
-    log = tmp_path / "processor.log"
-    proc = _spawn(settings, log)
-    try:
-        for chunk_start in range(0, len(stream), 400):
-            await produce(settings, stream[chunk_start:chunk_start + 400])
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
-            if chunk_start in (800, 1600, 2400):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                proc = _spawn(settings, log)
-        expected_orders = _distinct_orders(events)
-        await wait_for(lambda: _all_orders_applied(settings, redis_client, expected_orders),
-                       timeout=120, what=f"all orders applied (log: {log})")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    log_path = tmp_path / "processor.log"
+    with log_path.open("ab") as log:
+        procs = [_spawn(settings, log)]
+        killer = asyncio.create_task(_kill_repeatedly(settings, log, log_path, procs, rng, times=3))
+        try:
+            for chunk_start in range(0, len(stream), 50):  # a steady flow, ~35 s in all
+                await produce(settings, stream[chunk_start:chunk_start + 50])
+                await asyncio.sleep(rng.uniform(0.4, 0.7))
+            await killer
+            expected_orders = _distinct_orders(events)
+            await wait_for(
+                lambda: _all_orders_applied(settings, redis_client, expected_orders),
+                timeout=120, what=f"all orders applied (log: {log_path})",
+            )
+        finally:
+            killer.cancel()
+            procs[-1].send_signal(signal.SIGTERM)
+            procs[-1].wait(timeout=30)
+    assert log_path.read_text().count("assigned partitions") >= 4, "every restart took over"
 
     index = SegmentIndex(
         parse_definition(b, segment_id=i, version=1, slot=n)
@@ -111,6 +114,20 @@ async def test_kill_9_repeatedly_loses_and_double_counts_nothing(
     from_topic = {s: {cid for (seg, cid), inside in final.items() if seg == s and inside}
                   for s in SEGMENTS}
     assert from_topic == expected_members
+
+
+async def _kill_repeatedly(
+    settings: Settings, log: BinaryIO, log_path: Path, procs: list[subprocess.Popen[bytes]],
+    rng: random.Random, times: int,
+) -> None:
+    """SIGKILL the running processor at random moments while events flow, and restart it."""
+    for n in range(1, times + 1):
+        while log_path.read_text().count("assigned partitions") < n:  # let it take over first
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
+        procs[-1].send_signal(signal.SIGKILL)
+        procs[-1].wait()
+        procs.append(_spawn(settings, log))
 
 
 def _per_topic_recompute(evs: list[Any], index: SegmentIndex) -> int:

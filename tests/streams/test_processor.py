@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -157,6 +158,7 @@ async def test_customer_events_on_any_partition_meet_in_one_state(
 async def test_restart_resumes_from_stored_offsets_without_reapplying(
     settings: Settings, redis_client: Redis
 ):
+    settings = replace(settings, session_timeout_ms=3000)  # the rejoin waits for the old member
     await create_topics(settings)
     async with running_processor(settings, redis_client):
         await produce(settings, [order("c-3", n, "1") for n in range(5)])
@@ -175,7 +177,10 @@ async def test_customer_deleted_erases_state_and_leaves_every_segment(
     await define(settings, redis_client, "big", BIG_SPENDERS)
     topics = TopicNames(settings.topic_prefix)
     async with running_processor(settings, redis_client):
-        await produce(settings, [order("c-4", 1, "500"), event("customer.deleted", "c-4", "d1")])
+        await produce(settings, [order("c-4", 1, "500")])
+        # customers and orders are separate topics, ordered each on its own: let the order land
+        await wait_for(lambda: _order_count(settings, redis_client, "c-4", 1), what="the order")
+        await produce(settings, [event("customer.deleted", "c-4", "d1")])
         records = await read_topic(settings, topics.membership, 2)
     assert [(c["type"], c["reason"]) for c in changes(records)] == [
         ("segment.member_added", "event"), ("segment.member_removed", "customer_deleted")]

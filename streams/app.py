@@ -9,9 +9,10 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
@@ -25,6 +26,8 @@ from streams.settings import Secret, Settings
 from streams.topics import TopicNames
 
 log = logging.getLogger("segstream")
+
+Extra = Callable[[Settings, Redis, "Processor", asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ async def run_system(
     settings: Settings,
     options: UpOptions,
     say: Callable[[str], None],
-    extra: Callable[[Settings, Redis, Processor, asyncio.Event], Awaitable[None]] | None = None,
+    extra: Extra | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Start the services (embedded where unconfigured) and the roles; run until `stop`."""
@@ -114,7 +117,7 @@ async def _load_segments(
 
 
 @contextlib.contextmanager
-def _published(settings: Settings) -> object:
+def _published(settings: Settings) -> Iterator[None]:
     """Let `segstream produce` / `lag` on this machine find the services of this run."""
     path = services_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +137,7 @@ async def _run_roles(
     processor: Processor,
     options: UpOptions,
     say: Callable[[str], None],
-    extra: Callable[[Settings, Redis, Processor, asyncio.Event], Awaitable[None]] | None,
+    extra: Extra | None,
     stop: asyncio.Event,
 ) -> None:
     assert settings.kafka_bootstrap
@@ -161,7 +164,7 @@ async def _run_roles(
                 raise task.exception()  # type: ignore[misc]
 
 
-def _metrics(settings: Settings, processor: Processor) -> Callable[[], Awaitable[str]]:
+def _metrics(settings: Settings, processor: Processor) -> Callable[[], Coroutine[Any, Any, str]]:
     async def render() -> str:
         assert settings.kafka_bootstrap
         groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)

@@ -10,7 +10,9 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from redis.asyncio import Redis
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.table import Table
 
 from streams.app import (
@@ -20,6 +22,7 @@ from streams.app import (
     run_system,
     stop_on_signals,
 )
+from streams.processor import Processor
 from streams.settings import Settings
 
 console = Console(stderr=True)
@@ -29,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],  # prints above the live view
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
@@ -79,12 +83,14 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:
         from streams.demo import run_demo
 
-        async def extra_demo(s: Settings, redis: object, processor: object, st: object) -> None:
-            await run_demo(s, redis, processor, stop, console, rate=args.demo_rate)
+        async def extra_demo(
+            s: Settings, redis: Redis, processor: Processor, st: asyncio.Event
+        ) -> None:
+            await run_demo(s, redis, processor, st, console, rate=args.demo_rate)
 
         extra = extra_demo
     options = UpOptions(segments_file=args.segments, demo=args.demo)
-    await run_system(settings, options, console.print, extra, stop)  # type: ignore[arg-type]
+    await run_system(settings, options, console.print, extra, stop)
     console.print("stopped cleanly")
     return 0
 
@@ -176,7 +182,7 @@ class _open:
     def __enter__(self) -> BinaryIO:
         if self.path == "-":
             return sys.stdin.buffer
-        self.stream = open(self.path, "rb")  # noqa: SIM115
+        self.stream = open(self.path, "rb")
         return self.stream
 
     def __exit__(self, *exc: object) -> None:

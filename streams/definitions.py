@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class DefinitionStore:
     """Create, replace, delete and load segment definitions."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis = redis
+        self.redis: Any = redis  # the async client; redis-py types commands as sync-or-async
         self.key = f"{prefix}:defs"
         self.slot_key = f"{prefix}:defs:slot"
         self.rev_key = f"{prefix}:defs:rev"
@@ -68,7 +69,7 @@ class DefinitionStore:
     async def _put_once(self, segment_id: str, body: Any) -> SegmentDefinition:
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(self.key)
-            current = {d.id: d for d in (_decode(v) for v in (await pipe.hgetall(self.key)).values())}
+            current = await _current_of(pipe, self.key)
             old = current.get(segment_id)
             if old is not None and _canonical(old.raw) == _canonical(body):
                 return old
@@ -92,7 +93,7 @@ class DefinitionStore:
     async def _delete_once(self, segment_id: str) -> SegmentDefinition | None:
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(self.key)
-            current = {d.id: d for d in (_decode(v) for v in (await pipe.hgetall(self.key)).values())}
+            current = await _current_of(pipe, self.key)
             old = current.pop(segment_id, None)
             if old is None:
                 return None
@@ -103,6 +104,11 @@ class DefinitionStore:
             pipe.incr(self.rev_key)
             await pipe.execute()
             return old
+
+
+async def _current_of(pipe: Any, key: str) -> dict[str, SegmentDefinition]:
+    raw: dict[bytes, bytes] = await pipe.hgetall(key)
+    return {d.id: d for d in (_decode(v) for v in raw.values())}
 
 
 def _canonical(body: Any) -> Any:
@@ -138,7 +144,7 @@ async def apply_segments_file(store: DefinitionStore, path: str) -> list[Segment
     from segments.definitions import DefinitionError
 
     try:
-        entries = orjson.loads(Path(path).read_bytes())
+        entries = orjson.loads(await asyncio.to_thread(Path(path).read_bytes))
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SegmentsFileError(f"{path}: cannot read segment definitions: {exc}") from None
     if not isinstance(entries, list):

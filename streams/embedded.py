@@ -87,7 +87,7 @@ class EmbeddedServices:
         redis_aof_dir: Path | str | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.cluster_id = str(uuid.uuid4())
         self._wanted = [name for name, on in (("tansu", kafka), ("valkey", redis)) if on]
         self._aof_dir = Path(redis_aof_dir) if redis_aof_dir is not None else None

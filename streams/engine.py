@@ -151,7 +151,8 @@ class Engine:
             return
         expected = self._topic_of_type[event_type(event)]
         if record.topic not in (expected, self.topics.repartition):
-            reason = f"{event_type(event)} events belong on topic {expected!r}, not {record.topic!r}"
+            kind = event_type(event)
+            reason = f"{kind} events belong on topic {expected!r}, not {record.topic!r}"
             self._dead_letter(record, "wrong_topic", reason)
             return
         owner = owner_partition(event.customer_id, self.partitions)

@@ -77,7 +77,7 @@ def build_app(routes: Iterable[BaseRoute]) -> Starlette:
     return Starlette(routes=list(routes))
 
 
-class _QuietServer(uvicorn.Server):  # type: ignore[misc]
+class _QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to our own entry point."""
 
     @contextlib.contextmanager

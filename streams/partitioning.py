@@ -15,4 +15,5 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=1 << 18)
 def owner_partition(customer_id: str, partitions: int) -> int:
     """Partition of `customer_id` among `partitions`, as murmur2 (Java client default) places it."""
-    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(customer_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions

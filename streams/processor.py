@@ -182,7 +182,8 @@ class Processor:
         assert self.engine is not None
         flips = await self.engine.reconcile(partition, self.clock())
         if flips:
-            log.info("partition %d: %d membership changes from definition changes", partition, flips)
+            log.info("partition %d: %d membership changes from definition changes",
+                     partition, flips)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         assert self.engine is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -86,7 +87,8 @@ class StateStore:
     """Reads and atomically writes the processor state of partitions in Redis."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis = redis
+        # redis-py types each command as sync-or-async; this class only uses the async client
+        self.redis: Any = redis
         self.prefix = prefix
 
     def keys(self, partition: int) -> PartitionKeys:
@@ -121,7 +123,7 @@ class StateStore:
         keys = self.keys(partition)
         async with self.redis.pipeline(transaction=True) as pipe:
             if write.states:
-                pipe.hset(keys.state, mapping=write.states)  # type: ignore[arg-type]
+                pipe.hset(keys.state, mapping=write.states)
             if write.deleted:
                 pipe.hdel(keys.state, *write.deleted)
             _queue_sets(pipe, keys, write.added, "sadd")
@@ -129,9 +131,9 @@ class StateStore:
             for segment_id in write.drop_segments:
                 pipe.delete(keys.members(segment_id))
             if write.offsets:
-                pipe.hset(keys.offsets, mapping=write.offsets)  # type: ignore[arg-type]
+                pipe.hset(keys.offsets, mapping=write.offsets)
             if write.meta:
-                pipe.hset(keys.meta, mapping=write.meta)  # type: ignore[arg-type]
+                pipe.hset(keys.meta, mapping=write.meta)
             await pipe.execute()
 
     async def wipe_partition(self, partition: int, segment_ids: Iterable[str]) -> None:
@@ -151,10 +153,10 @@ class StateStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def set_global_meta(self, values: Mapping[str, str]) -> None:
-        await self.redis.hset(f"{self.prefix}:meta", mapping=dict(values))  # type: ignore[arg-type]
+        await self.redis.hset(f"{self.prefix}:meta", mapping=dict(values))
 
 
-def _queue_sets(pipe: object, keys: PartitionKeys, sets: dict[str, set[str]], op: str) -> None:
+def _queue_sets(pipe: Any, keys: PartitionKeys, sets: dict[str, set[str]], op: str) -> None:
     command = getattr(pipe, op)
     for segment_id, members in sets.items():
         if members:

@@ -14,7 +14,9 @@ from typing import Any
 
 COUNTRIES = ("US", "US", "US", "CA", "GB", "DE", "AU", "FR")
 STATES = {"US": ("CA", "NY", "TX", "WA", "FL"), "CA": ("ON", "BC", "QC"), "AU": ("NSW", "VIC")}
-FIRST = ("Ada", "Grace", "Linus", "Ken", "Barbara", "Alan", "Edsger", "Margaret", "Donald", "Niklaus")
+FIRST = (
+    "Ada", "Grace", "Linus", "Ken", "Barbara", "Alan", "Edsger", "Margaret", "Donald", "Niklaus",
+)
 LAST = ("Lovelace", "Hopper", "Torvalds", "Thompson", "Liskov", "Turing", "Dijkstra", "Hamilton")
 CATALOG = (
     ("p-espresso", "coffee", "14.50"), ("p-filter", "coffee", "12.00"),
@@ -42,7 +44,9 @@ class Storefront:
         self.people: list[Person] = []
         self.sequence = 0
 
-    def events(self, count: int, step: timedelta = timedelta(seconds=1)) -> Iterator[dict[str, Any]]:
+    def events(
+        self, count: int, step: timedelta = timedelta(seconds=1)
+    ) -> Iterator[dict[str, Any]]:
         for _ in range(count):
             self.now += step
             yield self._next()
@@ -71,7 +75,8 @@ class Storefront:
         }
 
     def _address(self, country: str) -> dict[str, str]:
-        address = {"country": country, "city": self.rng.choice(("Springfield", "Riverton", "Lakeside"))}
+        city = self.rng.choice(("Springfield", "Riverton", "Lakeside"))
+        address = {"country": country, "city": city}
         if country in STATES:
             address["state"] = self.rng.choice(STATES[country])
         return address
@@ -93,11 +98,12 @@ class Storefront:
 
     def _order(self, person: Person) -> dict[str, Any]:
         lines = self.rng.sample(CATALOG, k=self.rng.randint(1, 3))
+        quantities = [self.rng.randint(1, 2) for _ in lines]
         products = [
-            {"product_id": p, "category": c, "quantity": self.rng.randint(1, 2), "price": price}
-            for p, c, price in lines
+            {"product_id": p, "category": c, "quantity": q, "price": price}
+            for (p, c, price), q in zip(lines, quantities, strict=True)
         ]
-        total = sum(float(p["price"]) * int(p["quantity"]) for p in products)
+        total = sum(float(price) * q for (_, _, price), q in zip(lines, quantities, strict=True))
         order_id = f"o-{self.sequence + 1:09d}"
         person.orders.append((order_id, f"{total:.2f}"))
         data = {

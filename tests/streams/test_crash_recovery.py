@@ -28,8 +28,16 @@ from segments.events import decode_event
 from streams.settings import Settings
 from streams.topics import TopicNames
 from streams.traffic import Storefront
-from tests.streams.helpers import changes, create_topics, define, members, produce, read_topic
-from tests.streams.helpers import state_of, wait_for
+from tests.streams.helpers import (
+    changes,
+    create_topics,
+    define,
+    members,
+    produce,
+    read_topic,
+    state_of,
+    wait_for,
+)
 
 SEGMENTS = {
     "spent-200": {"name": "Spent 200+", "groups": [{"conditions": [

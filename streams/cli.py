@@ -25,7 +25,7 @@ from streams.app import (
 from streams.processor import Processor
 from streams.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

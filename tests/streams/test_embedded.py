@@ -202,7 +202,8 @@ def test_no_orphans_when_the_parent_goes(tmp_path: Path, mode: str, signum: int)
         line = child.stdout.readline()
         assert line, f"child printed nothing (exit code {child.wait()})"
         pids: dict[str, Any] = json.loads(line)
-        assert len(alive(pids.values())) == 2
+        if mode != "exit":  # that child exits right after printing: nothing to see alive
+            assert len(alive(pids.values())) == 2
         if signum:
             child.send_signal(signum)
         child.wait(timeout=10)

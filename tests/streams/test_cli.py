@@ -1,0 +1,139 @@
+"""The command line as a user runs it: `up`, `produce`, `lag`, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+import pytest
+from redis.asyncio import Redis
+
+from streams.settings import Settings
+from tests.streams.helpers import create_topics, event, running_processor, state_of, wait_for
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {**os.environ,
+            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+            "SEGSTREAM_REDIS_URL": settings.redis_url or "",
+            "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
+            "SEGSTREAM_GROUP_ID": settings.group_id,
+            "SEGSTREAM_PARTITIONS": str(settings.partitions), **extra}
+
+
+def _segstream(*args: str, env: dict[str, str], stdin: bytes | None = None,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, input=stdin,
+                          capture_output=True, timeout=120, cwd=cwd)
+
+
+async def test_produce_validates_sends_valid_lines_and_names_bad_ones(
+    settings: Settings, redis_client: Redis, tmp_path: Path
+):
+    await create_topics(settings)
+    lines = [
+        orjson.dumps(event("customer.created", "c-p1", "p1", {"email": "p@example.com"})),
+        b"",
+        b'{"event_id": "p2", "type": "order.placed"}',
+        orjson.dumps(event("order.placed", "c-p1", "p3", {"order_id": "o1", "total": "9.5"})),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = _segstream("produce", str(path), env=_env(settings))
+    output = result.stderr.decode()
+    assert result.returncode == 1, output  # a rejected line makes the exit code say so
+    assert "line 3" in output and "missing_field" in output
+    assert "sent 1 to" in output and "rejected 1" in output
+    async with running_processor(settings, redis_client):
+        await wait_for(lambda: _applied(settings, redis_client, "c-p1"), what="produced events")
+
+    from_stdin = _segstream("produce", "-", env=_env(settings), stdin=lines[0] + b"\n")
+    assert from_stdin.returncode == 0, from_stdin.stderr.decode()
+
+
+async def _applied(settings: Settings, redis: Redis, customer_id: str) -> bool:
+    state = await state_of(settings, redis, customer_id)
+    return state is not None and state.order_count == 1 and state.email == "p@example.com"
+
+
+async def test_lag_reports_every_partition_as_table_and_json(settings: Settings):
+    await create_topics(settings)
+    from tests.streams.helpers import produce
+
+    await produce(settings, [event("customer.created", f"c-l{n}", f"l{n}") for n in range(6)])
+    result = _segstream("lag", "--json", env=_env(settings))
+    assert result.returncode == 0, result.stderr.decode()
+    rows = json.loads(result.stdout)
+    customers = [r for r in rows if r["topic"] == f"{settings.topic_prefix}customers"]
+    assert len(customers) == settings.partitions
+    assert sum(r["lag"] for r in customers) == 6  # nothing consumed yet
+    assert all(r["group"] == settings.group_id and r["committed"] is None for r in customers)
+    table = _segstream("lag", env=_env(settings))
+    assert "customers" in table.stdout.decode() and "lag" in table.stdout.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_up_starts_everything_answers_health_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
+    port = _free_port()
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps([{"id": "vip", "name": "VIP", "groups": [
+        {"conditions": [{"field": "total_spent", "op": "gt", "value": 300}]}]}]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env |= {"SEGSTREAM_HTTP_PORT": str(port), "SEGSTREAM_PARTITIONS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--segments", str(segments)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = _wait_ready(port)
+        assert ready["checks"] == {"redis": "ok", "kafka": "ok"}
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert {"tansu", "valkey"} <= {_kind(c) for c in children}
+        services = json.loads((tmp_path / ".segstream/run/services.json").read_text())
+        lag = _segstream("lag", "--json", env=env, cwd=tmp_path)  # finds the running system
+        assert lag.returncode == 0, lag.stderr.decode()
+        assert services["http_port"] == port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Segments from" in output and "vip (v1)" in output
+    assert "API token (generated for this run)" in output
+    assert "stopped cleanly" in output
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _kind(process: psutil.Process) -> str:
+    name = " ".join(process.cmdline())
+    return "tansu" if "tansu" in name else "valkey" if "valkey" in name else name
+
+
+def _wait_ready(port: int) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+            if answer.status_code == 200:
+                body: dict[str, object] = answer.json()
+                return body
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("segstream up never became ready")

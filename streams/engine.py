@@ -67,6 +67,7 @@ class EngineStats:
     removed: int = 0
     batches: int = 0
     backfilled: int = 0
+    applied_during_backfill: int = 0
 
 
 @dataclass
@@ -75,6 +76,15 @@ class OwnedPartition:
 
     number: int
     cache: dict[str, FeatureState | None] = field(default_factory=dict)
+
+
+@dataclass
+class Backfill:
+    """Progress of one partition's backfill towards the definitions `fingerprint`."""
+
+    fingerprint: str
+    cursor: int = 0
+    scanned: int = 0
 
 
 @dataclass
@@ -105,6 +115,7 @@ class Engine:
         self.partitions = partitions
         self.cache_size = cache_size
         self.owned: dict[int, OwnedPartition] = {}
+        self.backfills: dict[int, Backfill] = {}
         self.stats = EngineStats()
         self._topic_of_type = {t: getattr(topics, k) for t, k in TOPIC_OF_TYPE.items()}
         self._clock = clock
@@ -125,12 +136,14 @@ class Engine:
     def release(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self.owned.pop(p, None)
+            self.backfills.pop(p, None)
 
     # -- the batch --------------------------------------------------------------------------
 
     async def process(self, records: Iterable[Record], now_ms: int) -> None:
         """Apply one batch of records from owned partitions (any topics, any order)."""
         pending: dict[int, _Pending] = {}
+        applied_before = self.stats.applied
         for record in records:
             self._decode(record, pending.setdefault(record.partition, _Pending()))
         await self._load_missing(pending)
@@ -139,6 +152,8 @@ class Engine:
         for p, write in writes.items():
             await self.store.commit(p, write)
         self.stats.batches += 1
+        if self.backfills:
+            self.stats.applied_during_backfill += self.stats.applied - applied_before
         self._evict()
 
     def _decode(self, record: Record, work: _Pending) -> None:
@@ -297,40 +312,56 @@ class Engine:
 
     # -- backfill on definition changes ---------------------------------------------------------
 
-    async def reconcile(self, partition: int, now_ms: int, chunk: int = 1000) -> int:
-        """Bring a partition's memberships in line with the current definitions.
+    async def start_reconcile(self, partition: int) -> bool:
+        """Plan a backfill of `partition` if its memberships predate the current definitions.
 
-        Runs when the partition is assigned and whenever definitions change. Every stored customer
-        is evaluated against every segment; only differences are emitted (`backfill`, or
-        `segment_deleted` for bits of deleted segments). Safe to interrupt and run again: a
-        customer already reconciled has no difference left, and ids are deterministic.
+        The backfill then runs a chunk at a time between live batches (`reconcile_step`), so a
+        new segment over millions of customers does not stall live processing. Live events
+        during it evaluate against the new definitions already; the backfill only emits what
+        is still different when it reaches a customer, so nothing is lost or emitted twice.
         """
         fingerprint = self.definitions.fingerprint()
         meta = await self.store.load_meta(partition)
         if meta.get("definitions") == fingerprint:
+            self.backfills.pop(partition, None)
+            return False
+        self.backfills[partition] = Backfill(fingerprint)
+        return True
+
+    async def reconcile_step(self, partition: int, now_ms: int, chunk: int = 2000) -> int:
+        """Backfill one chunk of `partition`; returns the membership changes it emitted."""
+        plan = self.backfills.get(partition)
+        if plan is None or partition not in self.owned:
             return 0
-        cache = self.own(partition).cache
+        cache = self.owned[partition].cache
         changed_at = iso_ms(now_ms)
-        cursor, count = 0, 0
-        while True:
-            cursor, blobs = await self.store.scan_states(partition, cursor, chunk)
-            write = PartitionWrite()
-            for customer_id, blob in blobs.items():
-                state = cache.get(customer_id) or decode_state(blob)
-                if customer_id in cache:
-                    cache[customer_id] = state
-                new_mask = self.index.evaluate_all(state, now_ms)
-                if new_mask != state.segments_mask:
-                    count += self._backfill_one(customer_id, state, new_mask, changed_at, write)
-            await self.output.flush()
-            await self.store.commit(partition, write)
-            if cursor == 0:
-                break
-        dead = [self.definitions.tombstones[s][0] for s in self.definitions.tombstones]
-        final = PartitionWrite(meta={"definitions": fingerprint}, drop_segments=set(dead))
-        await self.store.commit(partition, final)
-        self.stats.backfilled += count
-        return count
+        plan.cursor, blobs = await self.store.scan_states(partition, plan.cursor, chunk)
+        write = PartitionWrite()
+        flips = 0
+        for customer_id, blob in blobs.items():
+            state = cache.get(customer_id) or decode_state(blob)
+            if customer_id in cache:
+                cache[customer_id] = state
+            new_mask = self.index.evaluate_all(state, now_ms)
+            if new_mask != state.segments_mask:
+                flips += self._backfill_one(customer_id, state, new_mask, changed_at, write)
+        plan.scanned += len(blobs)
+        if plan.cursor == 0:
+            write.meta["definitions"] = plan.fingerprint
+            write.drop_segments = {tomb[0] for tomb in self.definitions.tombstones.values()}
+            del self.backfills[partition]
+        await self.output.flush()
+        await self.store.commit(partition, write)
+        self.stats.backfilled += flips
+        return flips
+
+    async def reconcile(self, partition: int, now_ms: int, chunk: int = 2000) -> int:
+        """Backfill `partition` completely now (assignment in tests, tools)."""
+        flips = 0
+        if await self.start_reconcile(partition):
+            while partition in self.backfills:
+                flips += await self.reconcile_step(partition, now_ms, chunk)
+        return flips
 
     def _backfill_one(
         self, customer_id: str, state: FeatureState, new_mask: int, changed_at: str,

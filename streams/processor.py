@@ -120,9 +120,10 @@ class Processor:
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                fetch = asyncio.ensure_future(
-                    consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
-                )
+                busy = self.engine is not None and bool(self.engine.backfills)
+                fetch = asyncio.ensure_future(consumer.getmany(
+                    timeout_ms=0 if busy else 200, max_records=self.settings.batch_max
+                ))
                 await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -135,6 +136,8 @@ class Processor:
                     if now - last_defs >= DEFINITIONS_POLL_SECONDS:
                         last_defs = now
                         await self.refresh_definitions()
+                    if self.engine is not None and self.engine.backfills:
+                        await self._backfill_steps()
                     await self._commit_kafka()
                 self.ready.set()
                 gc.freeze()
@@ -176,14 +179,23 @@ class Processor:
         self.engine.set_definitions(await self.definition_store.load())
         log.info("segment definitions now at revision %d", self.engine.definitions.revision)
         for p in sorted(self.engine.owned):
-            await self._reconcile(p)
+            await self._start_backfill(p)
 
-    async def _reconcile(self, partition: int) -> None:
+    async def _start_backfill(self, partition: int) -> None:
         assert self.engine is not None
-        flips = await self.engine.reconcile(partition, self.clock())
-        if flips:
-            log.info("partition %d: %d membership changes from definition changes",
-                     partition, flips)
+        if await self.engine.start_reconcile(partition):
+            log.info("partition %d: backfilling for definitions %s", partition,
+                     self.engine.definitions.fingerprint() or "(none)")
+
+    async def _backfill_steps(self) -> None:
+        """One chunk of each pending backfill, between live batches."""
+        assert self.engine is not None
+        for p in sorted(self.engine.backfills):
+            plan = self.engine.backfills[p]
+            flips = await self.engine.reconcile_step(p, self.clock(), self.settings.backfill_chunk)
+            if p not in self.engine.backfills:
+                log.info("partition %d: backfill done, %d customers scanned, %d changes in "
+                         "the last chunk", p, plan.scanned, flips)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         assert self.engine is not None
@@ -207,7 +219,7 @@ class Processor:
                 # the earliest (auto_offset_reset); seek_to_beginning would wait per partition
                 consumer.seek(tp, stored.get(_field(tp), 0))
             self.engine.own(p)
-            await self._reconcile(p)
+            await self._start_backfill(p)
         log.info("assigned partitions %s", sorted(by_partition))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -62,6 +62,7 @@ class Settings:
     group_id: str = "segstream-processor"
     idempotent_producer: bool = False
     session_timeout_ms: int = 10_000
+    backfill_chunk: int = 2000
 
     def __post_init__(self) -> None:
         if self.secret_key is not None and len(self.secret_key.get()) < MIN_SECRET_KEY_LENGTH:
@@ -150,4 +151,5 @@ _ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "group_id": ("SEGSTREAM_GROUP_ID", _str),
     "idempotent_producer": ("SEGSTREAM_KAFKA_IDEMPOTENCE", _bool),
     "session_timeout_ms": ("SEGSTREAM_SESSION_TIMEOUT_MS", _positive_int),
+    "backfill_chunk": ("SEGSTREAM_BACKFILL_CHUNK", _positive_int),
 }

@@ -227,3 +227,37 @@ async def test_state_ahead_of_the_broker_is_detected_and_reset(
         pass
     assert "lost its data" in caplog.text
     assert await redis_client.hget(stale.state, "c-ghost") is None
+
+
+async def test_live_events_during_a_backfill_are_neither_lost_nor_emitted_twice(
+    settings: Settings, redis_client: Redis
+):
+    settings = replace(settings, backfill_chunk=5)  # many small steps between live batches
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    customers = [f"c-live{n}" for n in range(2000)]
+    async with running_processor(settings, redis_client) as processor:
+        await produce(settings, [order(c, 1, "90") for c in customers])
+        await wait_for(lambda: _order_count(settings, redis_client, customers[-1], 1),
+                       what="first orders")
+        await define(settings, redis_client, "big", BIG_SPENDERS)  # nobody qualifies yet
+        await wait_for(lambda: _backfilling(processor), what="backfill to start")
+        # live orders push half of them over the line while the backfill walks the states
+        await produce(settings, [order(c, 2, "20") for c in customers[::2]])
+        await wait_for(lambda: _has_members(settings, redis_client, "big", 1000), what="members")
+        await wait_for(lambda: _not_backfilling(processor), what="backfill to finish")
+        assert processor.engine.stats.applied_during_backfill > 0, "the two did overlap"
+        records = await read_topic(settings, topics.membership, 1000)
+    per_customer: dict[str, list[str]] = {}
+    for c in changes(records):
+        per_customer.setdefault(c["customer_id"], []).append(c["type"])
+    assert per_customer == {c: ["segment.member_added"] for c in customers[::2]}
+    assert await members(settings, redis_client, "big") == set(customers[::2])
+
+
+async def _backfilling(processor) -> bool:
+    return bool(processor.engine.backfills)
+
+
+async def _not_backfilling(processor) -> bool:
+    return not processor.engine.backfills

@@ -14,16 +14,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from cryptography.fernet import Fernet
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from streams.api import ApiDeps, create_app
 from streams.definitions import DefinitionStore, apply_segments_file
 from streams.embedded import resolve_services
-from streams.http import HealthChecks, build_app, health_routes, serve
+from streams.http import HealthChecks, MetricsSource, serve
 from streams.lag import consumer_lag, groups_and_topics, prometheus_lag
 from streams.processor import Processor
 from streams.settings import Secret, Settings
-from streams.topics import TopicNames
+from streams.store import StateStore
+from streams.topics import TopicNames, ensure_topics
 
 log = logging.getLogger("segstream")
 
@@ -146,9 +150,11 @@ async def _run_roles(
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(checks.close)
         if options.http:
-            app = build_app(health_routes(checks, _metrics(settings, processor)))
+            app = await stack.enter_async_context(
+                api_app(settings, redis, checks, _metrics(settings, processor)))
             await stack.enter_async_context(serve(app, settings.http_host, settings.http_port))
-            say(f"HTTP: http://{settings.http_host}:{settings.http_port}/health/ready")
+            say(f"HTTP: http://{settings.http_host}:{settings.http_port} "
+                "(API, /health/ready, /metrics, /openapi.json)")
         if options.processor:
             tasks.append(asyncio.create_task(processor.run(), name="processor"))
         if extra is not None:
@@ -162,6 +168,27 @@ async def _run_roles(
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+
+@contextlib.asynccontextmanager
+async def api_app(
+    settings: Settings, redis: Redis, checks: HealthChecks, metrics: MetricsSource | None
+) -> AsyncIterator[FastAPI]:
+    """The HTTP API with its own producer (for POST /events), started and stopped here."""
+    assert settings.kafka_bootstrap
+    partitions = await ensure_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix),
+                                     settings.partitions, settings.replication_factor)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                linger_ms=5, enable_idempotence=settings.idempotent_producer)
+    await producer.start()
+    try:
+        yield create_app(ApiDeps(
+            settings=settings, redis=redis, definitions=DefinitionStore(redis, settings.key_prefix),
+            states=StateStore(redis, settings.key_prefix), producer=producer, checks=checks,
+            metrics=metrics, partitions=partitions,
+        ))
+    finally:
+        await producer.stop()
 
 
 def _metrics(settings: Settings, processor: Processor) -> Callable[[], Coroutine[Any, Any, str]]:

@@ -36,6 +36,14 @@ class DefinitionSet:
         return ",".join(parts)
 
 
+class SegmentExists(KeyError):
+    """`create` of an id that is already a segment."""
+
+
+class SegmentNotFound(KeyError):
+    """`replace` of an id that is no segment."""
+
+
 class DefinitionStore:
     """Create, replace, delete and load segment definitions."""
 
@@ -58,19 +66,40 @@ class DefinitionStore:
         tombs = {int(k): _tomb(v) for k, v in raw_tombs.items()}
         return DefinitionSet(int(rev or 0), live, tombs)
 
+    async def get(self, segment_id: str) -> SegmentDefinition | None:
+        raw = await self.redis.hget(self.key, segment_id)
+        return None if raw is None else _decode(raw)
+
     async def put(self, segment_id: str, body: Any) -> SegmentDefinition:
         """Create or replace; validates the definition and the segment graph (no cycles)."""
+        return await self._write(segment_id, body, None)
+
+    async def create(self, segment_id: str, body: Any) -> SegmentDefinition:
+        """Create only: `SegmentExists` when the id is taken (checked in the same transaction)."""
+        return await self._write(segment_id, body, False)
+
+    async def replace(self, segment_id: str, body: Any) -> SegmentDefinition:
+        """Replace only: `SegmentNotFound` when there is no segment with this id."""
+        return await self._write(segment_id, body, True)
+
+    async def _write(self, segment_id: str, body: Any, exists: bool | None) -> SegmentDefinition:
         while True:
             try:
-                return await self._put_once(segment_id, body)
+                return await self._put_once(segment_id, body, exists)
             except WatchError:
                 continue
 
-    async def _put_once(self, segment_id: str, body: Any) -> SegmentDefinition:
+    async def _put_once(
+        self, segment_id: str, body: Any, exists: bool | None = None
+    ) -> SegmentDefinition:
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(self.key)
             current = await _current_of(pipe, self.key)
             old = current.get(segment_id)
+            if exists is False and old is not None:
+                raise SegmentExists(segment_id)
+            if exists is True and old is None:
+                raise SegmentNotFound(segment_id)
             if old is not None and _canonical(old.raw) == _canonical(body):
                 return old
             slot = old.slot if old else int(await pipe.incr(self.slot_key)) - 1

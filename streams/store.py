@@ -148,6 +148,44 @@ class StateStore:
             counts: list[int] = await pipe.execute()
         return sum(counts)
 
+    async def member_counts(self, partitions: int, segment_ids: list[str]) -> dict[str, int]:
+        """Members of each segment, summed over partitions, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for segment_id in segment_ids:
+                for p in range(partitions):
+                    pipe.scard(self.keys(p).members(segment_id))
+            counts: list[int] = await pipe.execute()
+        return {s: sum(counts[i * partitions:(i + 1) * partitions])
+                for i, s in enumerate(segment_ids)}
+
+    async def scan_members(
+        self, partition: int, segment_id: str, cursor: int, count: int
+    ) -> tuple[int, list[str]]:
+        """One SSCAN step over a partition's member set of `segment_id`."""
+        key = self.keys(partition).members(segment_id)
+        next_cursor, raw = await self.redis.sscan(key, cursor, count=count)
+        return int(next_cursor), [m.decode() for m in raw]
+
+    async def reconciled(self, partitions: int) -> list[frozenset[str]]:
+        """Per partition, the `id@version` entries of the definitions it has fully reconciled."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(partitions):
+                pipe.hget(self.keys(p).meta, "definitions")
+            raw: list[bytes | None] = await pipe.execute()
+        return [frozenset(r.decode().split(",")) if r else frozenset() for r in raw]
+
+    async def load_state(self, partition: int, customer_id: str) -> bytes | None:
+        blob: bytes | None = await self.redis.hget(self.keys(partition).state, customer_id)
+        return blob
+
+    async def state_count(self, partitions: int) -> int:
+        """Stored customer states over all partitions."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(partitions):
+                pipe.hlen(self.keys(p).state)
+            counts: list[int] = await pipe.execute()
+        return sum(counts)
+
     async def global_meta(self) -> Mapping[str, str]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(f"{self.prefix}:meta")
         return {k.decode(): v.decode() for k, v in raw.items()}

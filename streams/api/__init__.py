@@ -1,0 +1,9 @@
+"""The HTTP API of contract section 6: segments, fields, customers and event ingestion.
+
+`create_app(deps)` builds the FastAPI app; `streams.app` serves it beside the processor.
+"""
+
+from streams.api.app import create_app
+from streams.api.deps import ApiDeps
+
+__all__ = ["ApiDeps", "create_app"]

@@ -1,0 +1,64 @@
+"""`GET /customers/{customer_id}`: a customer's features, segments, and why in or out of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from segments.definitions import SegmentDefinition
+from segments.evaluator import SegmentIndex
+from segments.features import FeatureState, decode_state, feature_view, mask_slots
+from streams.api.deps import ApiDeps
+from streams.api.errors import ApiError
+from streams.partitioning import owner_partition
+
+router = APIRouter()
+
+
+@router.get("/customers/{customer_id}", tags=["customers"],
+            summary="Features, segments, and per-condition results of every live segment")
+async def get_customer(request: Request, customer_id: str) -> dict[str, Any]:
+    deps: ApiDeps = request.app.state.deps
+    partition = owner_partition(customer_id, deps.partitions)
+    blob = await deps.states.load_state(partition, customer_id)
+    if blob is None:
+        raise ApiError(404, "customer_not_found", f"no stored state for customer {customer_id!r}")
+    state = decode_state(blob)
+    definitions, index = await deps.current()
+    now = deps.clock()
+    slot_ids = {d.slot: d.id for d in definitions.live.values()}
+    features = feature_view(state, now, slot_ids)
+    segments = sorted(slot_ids[s] for s in mask_slots(state.segments_mask) if s in slot_ids)
+    features["segments"] = segments  # feature_view lists slots when no segment is live
+    explained = {d.id: _explain(index, state, now, d)
+                 for d in sorted(definitions.live.values(), key=lambda d: d.id)}
+    return {"customer_id": customer_id, "features": features, "segments": segments,
+            "explain": explained}
+
+
+def _explain(
+    index: SegmentIndex, state: FeatureState, now_ms: int, definition: SegmentDefinition
+) -> dict[str, Any]:
+    """Stored membership, what evaluating now gives, and each condition's result with its path."""
+    results = index.explain(state, now_ms, definition.id)
+    bit = 1 << definition.slot
+    groups = []
+    for g, (group, outcome) in enumerate(zip(definition.groups, results, strict=True)):
+        conditions = [
+            {"path": f"groups[{g}].conditions[{c}]", "field": cond.field, "op": cond.op,
+             "value": _raw_value(definition, g, c), "result": result}
+            for c, (cond, result) in enumerate(zip(group, outcome, strict=True))
+        ]
+        groups.append({"path": f"groups[{g}]", "result": all(outcome), "conditions": conditions})
+    return {"member": bool(state.segments_mask & bit),
+            "matches_now": bool(index.evaluate_all(state, now_ms) & bit),
+            "version": definition.version, "groups": groups}
+
+
+def _raw_value(definition: SegmentDefinition, g: int, c: int) -> Any:
+    """The condition's value as it was written (the parsed one is normalized)."""
+    try:
+        return definition.raw["groups"][g]["conditions"][c].get("value")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None

@@ -1,0 +1,50 @@
+"""What the API needs from the running system, handed in by the composition root."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from segments.evaluator import SegmentIndex
+from streams.definitions import DefinitionSet, DefinitionStore
+from streams.http import HealthChecks, MetricsSource
+from streams.settings import Settings
+from streams.store import StateStore
+from streams.topics import TopicNames
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class ApiDeps:
+    """Services of one API process. `producer` is a started AIOKafkaProducer (for POST /events);
+    `partitions` is the shared partition count of the input topics."""
+
+    settings: Settings
+    redis: Redis
+    definitions: DefinitionStore
+    states: StateStore
+    producer: Any
+    checks: HealthChecks
+    metrics: MetricsSource | None
+    partitions: int
+    clock: Callable[[], int] = wall_clock_ms
+    _cached: tuple[DefinitionSet, SegmentIndex] | None = field(default=None, repr=False)
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.settings.topic_prefix)
+
+    async def current(self) -> tuple[DefinitionSet, SegmentIndex]:
+        """The live definitions and their compiled index, reloaded when the revision moved."""
+        revision = await self.definitions.revision()
+        if self._cached is None or self._cached[0].revision != revision:
+            loaded = await self.definitions.load()
+            self._cached = (loaded, SegmentIndex(loaded.live.values()))
+        return self._cached

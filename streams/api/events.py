@@ -1,0 +1,57 @@
+"""`POST /events`: HTTP ingestion for producers without Kafka.
+
+Every event is validated by `decode_event`, the decoder the processor uses; one invalid event
+rejects the whole request (400, per-event errors) and nothing is sent. Otherwise each goes to
+its topic keyed by `customer_id`, and the answer (202) waits for the broker's acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import orjson
+from fastapi import APIRouter, Request
+
+from segments.events import TOPIC_OF_TYPE, InvalidEvent, decode_event, event_type
+from streams.api.body import EVENTS_SCHEMA, json_body, read_json
+from streams.api.deps import ApiDeps
+from streams.api.errors import ApiError
+
+router = APIRouter()
+
+MAX_EVENTS: Final = 1000
+
+
+@router.post("/events", status_code=202, tags=["events"], summary="Send events to their topics",
+             openapi_extra=json_body(EVENTS_SCHEMA, "one event or a list (contract section 4)"))
+async def post_events(request: Request) -> dict[str, Any]:
+    deps: ApiDeps = request.app.state.deps
+    body = await read_json(request)
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise ApiError(400, "no_events", "the list holds no events")
+    if len(items) > MAX_EVENTS:
+        raise ApiError(413, "too_many_events", f"at most {MAX_EVENTS} events per request")
+    encoded = [orjson.dumps(item) for item in items]
+    decoded, errors = _validate(encoded)
+    if errors:
+        raise ApiError(400, "invalid_events",
+                       f"{len(errors)} of {len(items)} events are invalid; none was sent", errors)
+    topics = deps.topics
+    sends = []
+    for raw, event in zip(encoded, decoded, strict=True):
+        topic = getattr(topics, TOPIC_OF_TYPE[event_type(event)])
+        sends.append(await deps.producer.send(topic, raw, key=event.customer_id.encode()))
+    await asyncio.gather(*sends)
+    return {"accepted": len(items)}
+
+
+def _validate(encoded: list[bytes]) -> tuple[list[Any], list[dict[str, Any]]]:
+    decoded, errors = [], []
+    for n, raw in enumerate(encoded):
+        try:
+            decoded.append(decode_event(raw))
+        except InvalidEvent as exc:
+            errors.append({"index": n, "code": exc.code, "reason": exc.reason, "path": exc.path})
+    return decoded, errors

@@ -1,0 +1,193 @@
+"""Routes for segment definitions (contract sections 5 and 6): CRUD, members, preview, fields.
+
+Definitions are written to the `DefinitionStore`; processors notice the new revision, backfill
+their partitions and record the fingerprint they reached, from which `status` and `progress`
+are read. Membership counts and pages come from the per-partition member sets.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Final
+
+from fastapi import APIRouter, Query, Request
+
+from segments.catalog import FIELD_CATALOG
+from segments.definitions import DefinitionError, SegmentDefinition, check_graph, parse_definition
+from segments.evaluator import SegmentIndex
+from streams.api.body import DEFINITION_SCHEMA, SEGMENT_ID_PATTERN, json_body, read_json
+from streams.api.deps import ApiDeps
+from streams.api.errors import ApiError
+from streams.api.queries import MemberCursor, member_page, preview, progress
+from streams.definitions import SegmentExists, SegmentNotFound
+
+router = APIRouter()
+
+PREVIEW_ID: Final = "__preview__"  # cannot clash: segment ids start with a letter or digit
+_VALID_ID: Final = re.compile(SEGMENT_ID_PATTERN)
+
+
+def _deps(request: Request) -> ApiDeps:
+    deps: ApiDeps = request.app.state.deps
+    return deps
+
+
+@router.get("/fields", tags=["segments"], summary="The condition catalog")
+async def list_fields() -> dict[str, Any]:
+    return {"fields": FIELD_CATALOG}
+
+
+@router.post("/segments", status_code=201, tags=["segments"], summary="Create a segment",
+             openapi_extra=json_body(DEFINITION_SCHEMA, "a segment definition; `id` optional"))
+async def create_segment(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    body = await read_json(request)
+    segment_id, definition_body = _split_id(body)
+    try:
+        created = await deps.definitions.create(segment_id, definition_body)
+    except SegmentExists:
+        raise ApiError(409, "segment_exists", f"segment {segment_id!r} exists; PUT replaces it",
+                       [{"path": "id", "message": "already used by another segment"}]) from None
+    except DefinitionError as exc:
+        raise _invalid(exc) from None
+    return await _segment_json(deps, created)
+
+
+@router.get("/segments", tags=["segments"], summary="Every segment, with member counts")
+async def list_segments(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    live = sorted((await deps.definitions.load()).live.values(), key=lambda d: d.id)
+    counts = await deps.states.member_counts(deps.partitions, [d.id for d in live])
+    reconciled = await deps.states.reconciled(deps.partitions)
+    segments = []
+    for d in live:
+        done = sum(1 for r in reconciled if f"{d.id}@{d.version}" in r) / deps.partitions
+        segments.append(_render(d, counts[d.id], done))
+    return {"segments": segments}
+
+
+@router.post("/segments/preview", tags=["segments"],
+             summary="Count the stored customers a definition would match",
+             openapi_extra=json_body(DEFINITION_SCHEMA, "a segment definition"))
+async def preview_segment(
+    request: Request, sample: int = Query(10, ge=0, le=100)
+) -> dict[str, Any]:
+    deps = _deps(request)
+    body = await read_json(request)
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "id"}
+    definitions, _ = await deps.current()
+    free_slot = max((d.slot for d in definitions.live.values()), default=-1) + 1
+    try:
+        candidate = parse_definition(body, segment_id=PREVIEW_ID, version=0, slot=free_slot)
+        check_graph({**definitions.live, PREVIEW_ID: candidate})
+    except DefinitionError as exc:
+        raise _invalid(exc) from None
+    index = SegmentIndex([*definitions.live.values(), candidate])
+    result = await preview(deps.states, deps.partitions, index, PREVIEW_ID, deps.clock(), sample)
+    return result.as_json()
+
+
+@router.get("/segments/{segment_id}", tags=["segments"], summary="One segment")
+async def get_segment(request: Request, segment_id: str) -> dict[str, Any]:
+    deps = _deps(request)
+    return await _segment_json(deps, await _existing(deps, segment_id))
+
+
+@router.put("/segments/{segment_id}", tags=["segments"], summary="Replace a segment's definition",
+            openapi_extra=json_body(DEFINITION_SCHEMA, "the new definition"))
+async def replace_segment(request: Request, segment_id: str) -> dict[str, Any]:
+    deps = _deps(request)
+    body = await read_json(request)
+    if isinstance(body, dict) and "id" in body:
+        if body["id"] != segment_id:
+            raise ApiError(422, "invalid_definition", "the body's id differs from the path's",
+                           [{"path": "id", "message": f"must be {segment_id!r} or left out"}])
+        body = {k: v for k, v in body.items() if k != "id"}
+    if not _VALID_ID.match(segment_id):
+        raise _not_found(segment_id)
+    try:
+        replaced = await deps.definitions.replace(segment_id, body)
+    except SegmentNotFound:
+        raise _not_found(segment_id) from None
+    except DefinitionError as exc:
+        raise _invalid(exc) from None
+    return await _segment_json(deps, replaced)
+
+
+@router.delete("/segments/{segment_id}", tags=["segments"], summary="Delete a segment")
+async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
+    deps = _deps(request)
+    try:
+        deleted = await deps.definitions.delete(segment_id)
+    except DefinitionError as exc:
+        raise ApiError(409, "segment_in_use", "other segments build on this one; change them "
+                       "first", exc.details) from None
+    if deleted is None:
+        raise _not_found(segment_id)
+    return {"id": deleted.id, "version": deleted.version, "name": deleted.name, "deleted": True}
+
+
+@router.get("/segments/{segment_id}/members", tags=["segments"], summary="Member ids, paged")
+async def segment_members(
+    request: Request, segment_id: str,
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    deps = _deps(request)
+    await _existing(deps, segment_id)
+    ids, after = await member_page(deps.states, deps.partitions, segment_id,
+                                   MemberCursor.decode(cursor), limit)
+    return {"segment_id": segment_id, "members": ids,
+            "next_cursor": after.encode() if after else None}
+
+
+async def _existing(deps: ApiDeps, segment_id: str) -> SegmentDefinition:
+    found = await deps.definitions.get(segment_id) if _VALID_ID.match(segment_id) else None
+    if found is None:
+        raise _not_found(segment_id)
+    return found
+
+
+async def _segment_json(deps: ApiDeps, d: SegmentDefinition) -> dict[str, Any]:
+    count = await deps.states.member_count(deps.partitions, d.id)
+    return _render(d, count, await progress(deps.states, deps.partitions, d))
+
+
+def _render(d: SegmentDefinition, member_count: int, done: float) -> dict[str, Any]:
+    return {
+        "id": d.id, "version": d.version, "name": d.name, "groups": d.raw.get("groups"),
+        "auto_responder": d.raw.get("auto_responder"), "member_count": member_count,
+        "status": "live" if done >= 1.0 else "backfilling", "progress": round(done, 4),
+    }
+
+
+def _split_id(body: Any) -> tuple[str, Any]:
+    """The segment id asked for (or a generated one) and the definition without it."""
+    if not isinstance(body, dict):
+        return _generated_id(None), body
+    rest = {k: v for k, v in body.items() if k != "id"}
+    wanted = body.get("id")
+    if wanted is None:
+        return _generated_id(body.get("name")), rest
+    if not isinstance(wanted, str) or not _VALID_ID.match(wanted):
+        raise ApiError(422, "invalid_definition", "the segment id is not valid", [{
+            "path": "id", "message": "1 to 100 letters, digits, `_`, `.` or `-`, starting with "
+                                     "a letter or digit"}])
+    return wanted, rest
+
+
+def _generated_id(name: Any) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] if isinstance(name, str) else ""
+    suffix = uuid.uuid4().hex[:8]
+    return f"{slug}-{suffix}" if slug else f"segment-{suffix}"
+
+
+def _invalid(exc: DefinitionError) -> ApiError:
+    return ApiError(422, "invalid_definition", "the segment definition breaks a rule; details "
+                    "name each problem by path", exc.details)
+
+
+def _not_found(segment_id: str) -> ApiError:
+    return ApiError(404, "segment_not_found", f"no segment {segment_id!r}")

@@ -1,0 +1,56 @@
+"""The API served by uvicorn on a free loopback port, on the session's real broker and Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from streams.app import api_app
+from streams.http import HealthChecks, serve
+from streams.settings import Secret, Settings
+
+TOKEN = "test-token-0123456789"
+
+
+@dataclass
+class Api:
+    """A running API: an authenticated client, its base URL and the settings it runs with."""
+
+    client: httpx.AsyncClient
+    url: str
+    settings: Settings
+
+
+async def _metrics() -> str:
+    return "# TYPE segstream_test gauge\nsegstream_test 1\n"
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
+    assert settings.kafka_bootstrap
+    checks = HealthChecks(settings.kafka_bootstrap, redis)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(checks.close)
+        app = await stack.enter_async_context(api_app(settings, redis, checks, _metrics))
+        server = await stack.enter_async_context(serve(app, "127.0.0.1", 0))
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        client = await stack.enter_async_context(httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30))
+        yield Api(client, url, settings)
+
+
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    return replace(settings, api_token=Secret(TOKEN))
+
+
+@pytest.fixture
+async def api(api_settings: Settings, redis_client: Redis) -> AsyncIterator[Api]:
+    async with running_api(api_settings, redis_client) as running:
+        yield running

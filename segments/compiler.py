@@ -3,28 +3,35 @@
 `compile_evaluator(defs, bits)` writes the source of
 
     def evaluate(s, now, m):
-        <load every operand the segments need into locals, once>
+        <operands: cheap ones loaded once, costly ones computed on first use>
         if <group 1> or <group 2>: m |= BIT  else: m &= ~BIT     # per segment
         return m
 
 and `exec`s it. Definitions come in topological order, so a `segments`
-condition reads bits of `m` already computed in this call. No value from a
-definition is ever pasted into the source: every constant (strings, sets,
-property names) is passed in the function's globals under a generated name.
-Identifiers in the source come only from the catalog.
+condition reads bits of `m` already computed in this call. Conditions in a
+group (and groups in a segment) are tried cheapest first; the result is the
+same, short-circuiting just skips more work.
+
+Missing values need no test of their own: a missing number or time is loaded as
+NaN (false in every comparison, unequal to everything) and a missing text as ""
+(condition texts are never empty), which is exactly the missing-value rule.
+
+Safety: no text from a definition is pasted into the source. Strings, sets and
+property names are passed as globals under generated names; only exact `int`s
+are written as literals. Identifiers come from the catalog.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from segments.catalog import field_spec
 from segments.definitions import Condition, SegmentDefinition
-from segments.reducers import average_order_value
+from segments.money import divide_half_even
 from segments.state import FeatureState
-from segments.timeline import DAY_MS, count_since, sum_since
-from segments.values import property_key
+from segments.timeline import DAY_MS
 
 Evaluate = Callable[[FeatureState, int, int], int]
 Explain = Callable[[FeatureState, int, int], list[list[bool]]]
@@ -39,14 +46,29 @@ _COMPARE: Final = {
     "eq": "==", "neq": "!=", "in": "in", "not_in": "not in",
     "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
 }  # fmt: skip
-_FALSE_WHEN_MISSING: Final = frozenset({"neq", "not_in"})
+_TEXT_TESTS: Final = ("contains", "starts_with", "ends_with")
+_EXISTENCE: Final = ("exists", "not_exists")
+_COST: Final = {"segments": 1, "enum": 1, "count": 1, "money": 1, "datetime": 1, "id": 1,
+                "set": 2, "text": 3, "property": 3}
+
+
+class _Unset:
+    """Marks a lazily computed local that has not been computed yet in this call."""
+
+
 _RUNTIME: Final[dict[str, Any]] = {
-    "_aov": average_order_value,
-    "_count_since": count_since,
-    "_sum_since": sum_since,
-    "_pkey": property_key,
+    "_bl": bisect_left,
+    "_dhe": divide_half_even,
+    "_KIND": {str: "s", int: "n", float: "n", bool: "b"},  # as in values.property_key
     "_NUM": (int, float),
+    "_NAN": float("nan"),
+    "_U": _Unset(),
 }
+
+
+def _cost(c: Condition) -> int:
+    extra = 3 if c.within_days is not None or c.field == "average_order_value" else 0
+    return _COST.get(c.type, 1) + extra
 
 
 class _Codegen:
@@ -59,124 +81,133 @@ class _Codegen:
         self.property_names: dict[str, str] = {}  # property name -> constant holding it
 
     def const(self, value: Any) -> str:
+        """A name for `value` in the source: exact ints become literals, the rest globals."""
+        if type(value) is int:
+            return f"({value})"
         name = f"_k{len(self.constants)}"
         self.constants[name] = value
         return name
 
-    def load(self, name: str, statement: str) -> str:
-        self.loads.setdefault(name, statement)
+    def eager(self, name: str, expression: str) -> str:
+        """A local assigned once at the top of the function."""
+        self.loads.setdefault(name, f"{name} = {expression}")
         return name
 
+    def lazy(self, name: str, expression: str) -> str:
+        """An expression computing the local on its first use in this call."""
+        self.loads.setdefault(name, f"{name} = _U")
+        return f"({name} if {name} is not _U else ({name} := {expression}))"
+
+    def since(self, duration_ms: int) -> str:
+        return self.eager(f"since_{duration_ms}", f"now - {duration_ms}")
+
     def segment(self, definition: SegmentDefinition) -> str:
-        groups = (" and ".join(self.condition(c) for c in group) for group in definition.groups)
-        return " or ".join(f"({g})" for g in groups)
+        groups = sorted((sorted(group, key=_cost) for group in definition.groups),
+                        key=lambda group: sum(map(_cost, group)))
+        return " or ".join(f"({' and '.join(map(self.condition, g))})" for g in groups)
 
     def condition(self, c: Condition) -> str:
         if c.type == "segments":
             return self._segments(c)
         if c.type == "property":
             return self._property(c)
-        return self._typed(c, self._operand(c))
+        if c.op in _EXISTENCE:
+            return self._existence(c)
+        return f"({self._test(c, self._operand(c))})"
 
     # ---- operands -------------------------------------------------------
+
+    def _raw(self, field: str) -> str:
+        return self.eager(f"f_{field}", f"s.{field}")
 
     def _operand(self, c: Condition) -> str:
         if c.within_days is not None:
             return self._window(c.field, c.within_days)
         if c.field == "average_order_value":
-            return self.load("f_average_order_value", "f_average_order_value = _aov(s)")
-        name = f"f_{c.field}"
-        self.load(name, f"{name} = s.{c.field}")
-        if c.type != "text":
-            return name
-        folded = f"t_{c.field}"
-        return self.load(folded, f"{folded} = None if {name} is None else {name}.casefold()")
+            total, count = self._raw("total_spent"), self._raw("order_count")
+            return self.lazy("a_average_order_value",
+                             f"_dhe({total}, {count}) if {count} else _NAN")
+        raw = self._raw(c.field)
+        if c.type == "text":
+            return self.lazy(f"t_{c.field}", f'"" if {raw} is None else {raw}.casefold()')
+        if c.type == "id":
+            return self.eager(f"i_{c.field}", f'"" if {raw} is None else {raw}')
+        spec = field_spec(c.field)
+        if spec is not None and spec.nullable:
+            return self.eager(f"n_{c.field}", f"_NAN if {raw} is None else {raw}")
+        return raw
 
     def _window(self, field: str, days: int) -> str:
-        name = f"w_{field}_{days}"
-        since = f"now - {days * DAY_MS}"
+        since = self.since(days * DAY_MS)
         if field == "total_spent":
-            parts = (f"_sum_since(s.{tl}, {since})" for tl in ("orders", "refunds", "chargebacks"))
-            a, b, c = parts
-            return self.load(name, f"{name} = {a} - {b} - {c}")
-        return self.load(name, f"{name} = _count_since(s.{_TIMELINES[field]}, {since})")
+            parts = [self._window_sum(tl, since) for tl in ("orders", "refunds", "chargebacks")]
+            return self.lazy(f"w_total_spent_{days}", " - ".join(parts))
+        times = self.eager(f"tl_{field}", f"s.{_TIMELINES[field]}.times")
+        return self.lazy(f"w_{field}_{days}", f"len({times}) - _bl({times}, {since})")
 
-    # ---- typed fields ---------------------------------------------------
+    def _window_sum(self, timeline: str, since: str) -> str:
+        times = self.eager(f"tl_{timeline}_t", f"s.{timeline}.times")
+        cum = self.eager(f"tl_{timeline}_c", f"s.{timeline}.cum")
+        return f"({cum}[-1] - {cum}[_bl({times}, {since})])"
 
-    def _typed(self, c: Condition, x: str) -> str:
-        test = self._test(c, x)
-        spec = field_spec(c.field)
-        nullable = c.within_days is None and spec is not None and spec.nullable
-        if not nullable or c.op in ("exists", "not_exists"):
-            return test
-        if c.op in _FALSE_WHEN_MISSING:
-            return f"({x} is None or {test})"
-        return f"({x} is not None and {test})"
+    # ---- tests ----------------------------------------------------------
+
+    def _existence(self, c: Condition) -> str:
+        negate = c.op == "not_exists"
+        if c.type == "set":
+            return f"(len({self._raw(c.field)}) {'==' if negate else '!='} 0)"
+        raw = self._raw("order_count" if c.field == "average_order_value" else c.field)
+        if c.field == "average_order_value":
+            return f"({raw} {'==' if negate else '!='} 0)"
+        return f"({raw} is {'' if negate else 'not '}None)"
 
     def _test(self, c: Condition, x: str) -> str:
-        op = c.op
+        op, value = c.op, c.value
         if op in _COMPARE:
-            return f"{x} {_COMPARE[op]} {self.const(c.value)}"
+            return f"{x} {_COMPARE[op]} {self.const(value)}"
         if op == "between":
-            return f"{self.const(c.value[0])} <= {x} <= {self.const(c.value[1])}"
-        if c.type == "set":
-            return self._set_test(op, x, c.value)
-        return self._misc_test(op, x, c.value)
-
-    def _set_test(self, op: str, x: str, value: Any) -> str:
-        k = self.const(value) if op.startswith("includes") else ""
+            return f"{self.const(value[0])} <= {x} <= {self.const(value[1])}"
+        if op in ("within_last", "not_within_last"):
+            return f"{x} {'>=' if op == 'within_last' else '<'} {self.since(value)}"
+        k = self.const(value)
         return {
             "includes_any": f"not {x}.isdisjoint({k})",
             "includes_all": f"{k} <= {x}",
             "includes_none": f"{x}.isdisjoint({k})",
-            "exists": f"len({x}) != 0",
-            "not_exists": f"len({x}) == 0",
-        }[op]
-
-    def _misc_test(self, op: str, x: str, value: Any) -> str:
-        k = "" if value is None else self.const(value)
-        return {
             "contains": f"{k} in {x}",
             "starts_with": f"{x}.startswith({k})",
             "ends_with": f"{x}.endswith({k})",
-            "exists": f"{x} is not None",
-            "not_exists": f"{x} is None",
             "before": f"{x} < {k}",
             "after": f"{x} >= {k}",
-            "within_last": f"{x} >= now - {k}",
-            "not_within_last": f"{x} < now - {k}",
         }[op]
 
     # ---- segments and properties ------------------------------------------
 
     def _segments(self, c: Condition) -> str:
-        mask = sum(self.bits[ref] for ref in c.value)
-        k = self.const(mask)
+        k = self.const(sum(self.bits[ref] for ref in c.value))
         return {
-            "includes_any": f"(m & {k}) != 0",
-            "includes_all": f"(m & {k}) == {k}",
-            "includes_none": f"(m & {k}) == 0",
+            "includes_any": f"(m & {k} != 0)",
+            "includes_all": f"(m & {k} == {k})",
+            "includes_none": f"(m & {k} == 0)",
         }[c.op]
 
     def _property(self, c: Condition) -> str:
-        raw = self._property_load(c)
+        p = self._property_value(c.property_name or "")
         op = c.op
         if op in ("eq", "neq", "in", "not_in"):
-            key = self.load(f"{raw}k", f"{raw}k = _pkey({raw})")
+            key = self.lazy(f"{p}k", f"(_KIND.get({p}.__class__), {p})")
             return f"({key} {_COMPARE[op]} {self.const(c.value)})"
-        if op in ("exists", "not_exists"):
-            return f"({self._misc_test(op, raw, None)})"
-        kind = "type({x}) is str" if op in ("contains", "starts_with", "ends_with") else (
-            "type({x}) in _NUM")
-        return f"({kind.format(x=raw)} and {self._test(c, raw)})"
+        if op in _EXISTENCE:
+            return f"({p} is {'not ' if op == 'exists' else ''}None)"
+        kind = f"{p}.__class__ is str" if op in _TEXT_TESTS else f"{p}.__class__ in _NUM"
+        return f"({kind} and {self._test(c, p)})"
 
-    def _property_load(self, c: Condition) -> str:
-        self.load("props", "props = s.properties")
-        name = c.property_name
-        key = self.property_names.get(name or "")
+    def _property_value(self, name: str) -> str:
+        props = self.eager("props", "s.properties")
+        key = self.property_names.get(name)
         if key is None:
-            key = self.property_names[name or ""] = self.const(name)
-        return self.load(f"p{key}", f"p{key} = props.get({key})")
+            key = self.property_names[name] = self.const(name)
+        return self.eager(f"p{key}", f"{props}.get({key})")
 
 
 def compile_evaluator(defs: Iterable[SegmentDefinition], bits: Mapping[str, int]) -> Evaluate:
@@ -184,16 +215,14 @@ def compile_evaluator(defs: Iterable[SegmentDefinition], bits: Mapping[str, int]
     gen = _Codegen(bits)
     body = []
     for d in defs:
-        bit = gen.const(1 << d.slot)
-        clear = gen.const(~(1 << d.slot))
-        body += [f"    if {gen.segment(d)}:", f"        m |= {bit}",
-                 "    else:", f"        m &= {clear}"]
+        body += [f"    if {gen.segment(d)}:", f"        m |= {gen.const(1 << d.slot)}",
+                 "    else:", f"        m &= {gen.const(~(1 << d.slot))}"]
     lines = ["def evaluate(s, now, m):", *_indent(gen.loads.values()), *body, "    return m"]
     return _exec(lines, gen.constants, "evaluate")  # type: ignore[no-any-return]
 
 
 def compile_explainer(definition: SegmentDefinition, bits: Mapping[str, int]) -> Explain:
-    """A function returning each condition's result, group by group."""
+    """A function returning each condition's result, group by group, in definition order."""
     gen = _Codegen(bits)
     rows = ", ".join(
         "[" + ", ".join(f"bool({gen.condition(c)})" for c in group) + "]"

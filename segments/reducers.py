@@ -91,9 +91,11 @@ def _note_created_at(state: FeatureState, at_ms: int, from_profile: bool, change
     current = state.created_at
     if from_profile and not state.created_from_profile:
         state.created_from_profile = True
-        _assign(state, "created_at", at_ms, changed)
-    elif from_profile == state.created_from_profile and (current is None or at_ms < current):
-        _assign(state, "created_at", at_ms, changed)
+    elif from_profile != state.created_from_profile or (current is not None and at_ms >= current):
+        return
+    if current != at_ms:
+        state.created_at = at_ms
+        changed.add("created_at")
 
 
 # ---- profile events -------------------------------------------------------
@@ -238,13 +240,13 @@ def _apply_order_placed(
 def _count_order(
     state: FeatureState, total: int, at_ms: int, now_ms: int, changed: Changed
 ) -> None:
-    old_average = average_order_value(state)
-    state.order_count += 1
-    state.total_spent += total
+    count, spent = state.order_count, state.total_spent
+    state.order_count = count + 1
+    state.total_spent = spent + total
     changed.add("order_count")
     if total:
         changed.add("total_spent")
-    if old_average is None or average_order_value(state) != old_average:
+    if not count or divide_half_even(spent, count) != divide_half_even(spent + total, count + 1):
         changed.add("average_order_value")
     timeline.insert(state.orders, at_ms, total, now_ms)
     if state.contact_type != "customer":
@@ -255,10 +257,14 @@ def _count_order(
 def _note_order_times(state: FeatureState, total: int, at_ms: int, changed: Changed) -> None:
     first, last = state.first_order_at, state.last_order_at
     if first is None or at_ms < first:
-        _assign(state, "first_order_at", at_ms, changed)
-    if last is None or at_ms >= last:
-        _assign(state, "last_order_at", at_ms, changed)
-        _assign(state, "last_order_total", total, changed)
+        state.first_order_at = at_ms
+        changed.add("first_order_at")
+    if last is None or at_ms > last:
+        state.last_order_at = at_ms
+        changed.add("last_order_at")
+    if (last is None or at_ms >= last) and state.last_order_total != total:
+        state.last_order_total = total  # ties: the order applied last wins
+        changed.add("last_order_total")
 
 
 def _note_products(state: FeatureState, data: OrderPlacedData, changed: Changed) -> None:

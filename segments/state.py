@@ -11,6 +11,7 @@ ever be appended at the end (with defaults) so stored states keep decoding.
 
 from __future__ import annotations
 
+from array import array
 from hashlib import blake2b
 from typing import Final
 
@@ -112,8 +113,24 @@ def remember_event(state: FeatureState, event_hash: int) -> bool:
     return True
 
 
-_ENCODER: Final = msgspec.msgpack.Encoder()
-_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, bytes, FeatureState])
+def _encode_array(value: object) -> object:
+    if isinstance(value, array):
+        return value.tobytes()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def _decode_array(kind: type, value: object) -> object:
+    if kind is array and isinstance(value, bytes):
+        packed = array("q")
+        packed.frombytes(value)
+        return packed
+    raise NotImplementedError(f"cannot decode {kind.__name__}")
+
+
+# Timelines are int64 arrays, stored as bin in native byte order (little-endian on
+# every platform the service runs on).
+_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=_encode_array)
+_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, bytes, FeatureState], dec_hook=_decode_array)
 
 
 def encode_state(state: FeatureState) -> bytes:

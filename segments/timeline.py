@@ -9,8 +9,9 @@ forward), pruning never changes the answer of a window query.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -19,20 +20,31 @@ HOUR_MS: Final = 3_600_000
 TIMELINE_HORIZON_DAYS: Final = 366
 HORIZON_MS: Final = TIMELINE_HORIZON_DAYS * DAY_MS
 
+if TYPE_CHECKING:
+    Int64Array = array[int]
+else:  # array is not subscriptable at run time before Python 3.12
+    Int64Array = array
 
-def _zero() -> list[int]:
-    return [0]
+
+def _empty() -> Int64Array:
+    return array("q")
+
+
+def _zero() -> Int64Array:
+    return array("q", (0,))
 
 
 class Timeline(msgspec.Struct, array_like=True, gc=False):
     """Sorted `times` and `cum`, where `cum[i + 1] - cum[i]` is the amount at `times[i]`.
 
     `cum[0]` is the sum of everything pruned so far, so `cum` has one more
-    element than `times` and window sums never need rebasing.
+    element than `times` and window sums never need rebasing. Both are packed
+    int64 arrays: one compact block each, no per-entry objects for the cache or
+    the garbage collector to chase (stored as msgpack bin, see `state`).
     """
 
-    times: list[int] = msgspec.field(default_factory=list)
-    cum: list[int] = msgspec.field(default_factory=_zero)
+    times: Int64Array = msgspec.field(default_factory=_empty)
+    cum: Int64Array = msgspec.field(default_factory=_zero)
 
 
 def insert(tl: Timeline, at_ms: int, amount: int, now_ms: int) -> None:
@@ -51,7 +63,7 @@ def insert(tl: Timeline, at_ms: int, amount: int, now_ms: int) -> None:
         del cum[:keep]
 
 
-def _insert_inside(times: list[int], cum: list[int], at_ms: int, amount: int) -> None:
+def _insert_inside(times: Int64Array, cum: Int64Array, at_ms: int, amount: int) -> None:
     i = bisect_right(times, at_ms)
     times.insert(i, at_ms)
     cum.insert(i + 1, cum[i] + amount)

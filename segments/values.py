@@ -52,8 +52,8 @@ _OP_SHAPE: Final = {
 }  # fmt: skip
 
 _SCALAR_WORDS: Final = {
-    "text": "a text",
-    "id": "an id (text)",
+    "text": "a non-empty text",
+    "id": "a non-empty id (text)",
     "enum": "`prospect` or `customer`",
     "count": "a whole number, 0 or more",
     "money": 'an amount such as 50 or "49.99"',
@@ -119,7 +119,7 @@ def property_key(value: object) -> PropertyKey | None:
 
 
 def _text_scalar(field_type: str, value: Any) -> str | None:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value:  # never empty: "" stands for missing
         return None
     if field_type == "enum":
         folded = value.casefold()

@@ -314,7 +314,7 @@ def test_window_timelines_follow_events() -> None:
     apply(state, event("order.declined", {"order_id": "d"}, at=NOW - DAY))
     apply(state, event("order.refunded", {"order_id": "o", "amount": 1}, at=NOW - DAY))
     apply(state, event("order.chargeback", {"order_id": "o", "amount": 2}, at=NOW - DAY))
-    assert state.orders.times == [NOW - 3 * DAY]
+    assert list(state.orders.times) == [NOW - 3 * DAY]
     assert state.order_count == 2
     assert [len(t.times) for t in (state.declines, state.refunds, state.chargebacks)] == [1, 1, 1]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from segments.catalog import PROPERTY_PREFIX, FieldSpec, field_spec
+from segments.catalog import FIELD_CATALOG, PROPERTY_PREFIX, FieldSpec, field_spec
 from segments.errors import DefinitionError
 from segments.timeline import TIMELINE_HORIZON_DAYS
 from segments.values import InvalidValue, parse_value
@@ -28,6 +28,7 @@ MAX_NAME_LENGTH: Final = 200
 TIME_OPS: Final = frozenset({"within_last", "not_within_last"})
 _CONDITION_KEYS: Final = frozenset({"field", "op", "value", "within_days"})
 __all__ = [
+    "FIELD_CATALOG",
     "MAX_CONDITIONS",
     "MAX_GROUPS",
     "Condition",

@@ -7,8 +7,9 @@ other bit is copied from `state.segments_mask`. The generated function for each
 distinct changed set is cached, so the steady state is one dict lookup and one
 call per event.
 
-Bits of slots that belong to no definition in the index are always copied: the
-runtime clears a deleted segment's bit itself (it emits `segment_deleted`).
+`evaluate` copies the bits of slots that belong to no definition in the index
+(a deleted segment stays set until the runtime handles it); `evaluate_all`
+computes from scratch and returns live slots only, so it drops such bits.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class SegmentIndex:
         return function(state, now_ms, state.segments_mask)
 
     def evaluate_all(self, state: FeatureState, now_ms: int) -> int:
-        """The membership mask with every segment evaluated."""
-        return self._all(state, now_ms, state.segments_mask)
+        """The membership mask from scratch: every segment evaluated, live slots only."""
+        return self._all(state, now_ms, 0)
 
     def affected(self, changed: Iterable[str]) -> list[SegmentDefinition]:
         """Segments to re-evaluate for `changed`, in evaluation order."""

@@ -9,7 +9,7 @@ import pytest
 
 from segments.definitions import DefinitionError
 from segments.evaluator import SegmentIndex, recompute
-from segments.features import apply_event, new_state
+from segments.features import EVERY_FIELD, apply_event, new_state
 from tests.segments.helpers import DAY, T0_MS, cond, event, order, segment
 
 NOW = T0_MS
@@ -75,13 +75,14 @@ def test_functions_are_cached_per_changed_set() -> None:
     assert index._cache[frozenset({"order_count"})] is first
 
 
-def test_bits_of_slots_outside_the_index_are_kept() -> None:
+def test_bits_of_slots_outside_the_index_are_kept_until_evaluate_all() -> None:
     index = SegmentIndex([segment([cond("order_count", "gte", 1)], slot=3)])
     state = new_state()
     state.segments_mask = 0b1_0001  # slot 0 and 4 belong to deleted segments
-    assert index.evaluate_all(state, NOW) == 0b1_0001
     state.order_count = 1
     assert index.evaluate(state, NOW, frozenset({"order_count"})) == 0b1_1001
+    assert index.evaluate(state, NOW, EVERY_FIELD) == 0b1_1001
+    assert index.evaluate_all(state, NOW) == 0b1000
     assert index.mask == 0b1000
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from streams.topics import TopicNames
@@ -77,9 +76,6 @@ async def test_create_backfills_and_edit_emits_the_difference(api: Api, redis_cl
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "processor bug: Engine.reconcile_step evaluates with SegmentIndex.evaluate_all, which copies "
-    "the bits of deleted slots, so no member of a deleted segment ever gets segment_deleted"))
 async def test_delete_removes_every_member(api: Api, redis_client: Redis):
     topics = TopicNames(api.settings.topic_prefix)
     async with running_processor(api.settings, redis_client):

@@ -19,13 +19,14 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from providers.limits import ProviderLimits
 from providers.profiles import ProfileStore
 from providers.retry import FullJitterBackoff
 from providers.worker import SyncCounters, SyncOptions, run_sync
 from streams.definitions import DefinitionStore
 from streams.settings import Secret, Settings
 from streams.topics import TopicNames, committed_offsets, high_watermarks
-from tests.providers.harness import Harness
+from tests.providers.harness import FAST_POLICIES, Harness
 from tests.streams.helpers import create_topics, read_topic, wait_for
 
 FAST = SyncOptions(linger=0.05, max_attempts=8, backoff=FullJitterBackoff(base=0.005, cap=0.05),
@@ -87,9 +88,6 @@ async def worker(
     settings: Settings, redis: Redis, options: SyncOptions = FAST
 ) -> AsyncIterator[tuple[SyncCounters, asyncio.Task[None]]]:
     stop, counters = asyncio.Event(), SyncCounters()
-    from providers.limits import ProviderLimits
-    from tests.providers.harness import FAST_POLICIES
-
     task = asyncio.create_task(run_sync(settings, redis, stop, options=options,
                                         counters=counters,
                                         limits=ProviderLimits(FAST_POLICIES)))
@@ -213,7 +211,7 @@ async def test_permanent_failures_and_missing_emails_go_to_the_dlq_without_block
                change("seg-vip", "anon", True, email=None),
                change("seg-vip", "ok2", True)]
     await send(sync_settings, changes)
-    async with worker(sync_settings, redis_client) as (counters, task):
+    async with worker(sync_settings, redis_client) as (counters, _task):
         await wait_for(lambda: all_committed(sync_settings), what="offsets committed")
     assert {e for e in ("ok1@shop.test", "ok2@shop.test") if mailchimp.in_segment(
         list_id, vip, e)} == {"ok1@shop.test", "ok2@shop.test"}
@@ -267,7 +265,7 @@ async def test_stopped_mid_batch_then_restarted_loses_nothing(
         await wait_for(lambda: asyncio.sleep(0, counters.synced >= 3), what="some synced")
     assert not await all_committed(sync_settings)
     activecampaign.fake.faults.latency = 0.0
-    async with worker(sync_settings, redis_client) as (_, task):
+    async with worker(sync_settings, redis_client) as _:
         await wait_for(lambda: all_committed(sync_settings), what="offsets committed")
     want = final_members(changes)
     assert {e: activecampaign.in_segment(list_id, tag, e) for e in want} == want

@@ -1,0 +1,117 @@
+"""Reconcile: make a provider list or segment hold exactly a segment's members.
+
+The sync worker keeps providers in step change by change; reconcile repairs drift
+after the fact (someone edited the list by hand, a change was dead-lettered and
+the cause fixed). It reads the segment's members from the processor's Redis state
+(member sets and feature states of every partition), compares their emails with
+what the provider holds, adds the missing and takes out the extra (out of the
+segment or tag, or off the list when none is named; never unsubscribing), and says
+what it changed.
+
+Reading who the provider holds is not part of ``ProviderClient`` yet, so the caller
+passes ``read_provider``: a coroutine function answering the emails now in the
+list (or segment or tag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from providers.base import BatchResult, Member, ProviderClient
+from providers.batching import Target
+from segments.features import decode_state
+from streams.store import PartitionKeys
+
+ProviderReader = Callable[[], Awaitable[set[str]]]
+
+
+@dataclass
+class ReconcileResult:
+    """What reconcile changed (or, with ``dry_run``, would change)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # email -> provider's reason
+    without_email: list[str] = field(default_factory=list)  # members that cannot be sent
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass(frozen=True)
+class SegmentEmails:
+    """A segment's members as a provider sees them: emails, and who has none."""
+
+    emails: set[str]
+    without_email: list[str]
+
+
+async def segment_emails(
+    redis: Redis, key_prefix: str, partitions: int, segment_id: str
+) -> SegmentEmails:
+    """Emails of every member of ``segment_id`` across all partitions of the state."""
+    client: Any = redis
+    emails: set[str] = set()
+    missing: list[str] = []
+    for partition in range(partitions):
+        keys = PartitionKeys(key_prefix, partition)
+        ids = sorted(m.decode() for m in await client.smembers(keys.members(segment_id)))
+        if not ids:
+            continue
+        blobs = await client.hmget(keys.state, ids)
+        for customer_id, blob in zip(ids, blobs, strict=True):
+            email = decode_state(blob).email if blob is not None else None
+            if email:
+                emails.add(email)
+            else:
+                missing.append(customer_id)
+    return SegmentEmails(emails, missing)
+
+
+def drift(desired: Iterable[str], actual: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(missing at the provider, extra at the provider); emails compare case-insensitively."""
+    want = {e.strip().lower(): e for e in desired}
+    have = {e.strip().lower(): e for e in actual}
+    missing = sorted(want[k] for k in want.keys() - have.keys())
+    extra = sorted(have[k] for k in have.keys() - want.keys())
+    return missing, extra
+
+
+async def reconcile(
+    client: ProviderClient,
+    target: Target,
+    members: SegmentEmails,
+    read_provider: ProviderReader,
+    *,
+    dry_run: bool = False,
+) -> ReconcileResult:
+    """Add the missing, remove the extra; return what changed."""
+    missing, extra = drift(members.emails, await read_provider())
+    result = ReconcileResult(without_email=list(members.without_email))
+    if dry_run:
+        result.added, result.removed = missing, extra
+        return result
+    if missing:
+        added = await client.upsert_members(target.list_id, [Member(e) for e in missing])
+        if target.segment_id is not None and added.succeeded:
+            tagged = await client.add_to_segment(target.list_id, target.segment_id,
+                                                 added.succeeded)
+            added = BatchResult(tagged.succeeded, {**added.failed, **tagged.failed})
+        _record(result, result.added, added)
+    if extra:
+        if target.segment_id is not None:
+            removed = await client.remove_from_segment(target.list_id, target.segment_id, extra)
+        else:
+            removed = await client.remove_from_list(target.list_id, extra)
+        _record(result, result.removed, removed)
+    return result
+
+
+def _record(result: ReconcileResult, into: list[str], batch: BatchResult) -> None:
+    into.extend(batch.succeeded)
+    result.failed.update({e: f.reason for e, f in batch.failed.items()})

@@ -15,7 +15,8 @@ from streams.http import health_routes
 
 DESCRIPTION = """Segments, customers and event ingestion of segstream (contract section 6).
 
-Every route but `/health/*` and `/metrics` (`/openapi.json` too) needs `Authorization: Bearer <SEGSTREAM_API_TOKEN>`.
+Every route but `/health/*` and `/metrics` (`/openapi.json` too) needs
+`Authorization: Bearer <SEGSTREAM_API_TOKEN>`.
 Errors are `{"error": {"code", "message", "details"}}`."""
 
 

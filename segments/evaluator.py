@@ -43,6 +43,7 @@ class SegmentIndex:
         self._dependents = _dependents(definitions)
         self._time_relative = frozenset(d.id for d in definitions if d.time_relative)
         self._cache: dict[frozenset[str], Evaluate] = {}
+        self._compiled: dict[tuple[int, ...], Evaluate] = {}  # by the slots it evaluates
         self._all = compile_evaluator(self.order, self._bits)
         self._explainers: dict[str, Explain] = {}
 
@@ -84,9 +85,15 @@ class SegmentIndex:
         return explainer(state, now_ms, self.evaluate_all(state, now_ms))
 
     def _compile_for(self, changed: frozenset[str]) -> Evaluate:
+        """Many changed sets select the same segments: compile once per selection."""
         if len(self._cache) >= MAX_CACHED_FUNCTIONS:
             self._cache.clear()
-        function = compile_evaluator(self.affected(changed), self._bits)
+            self._compiled.clear()
+        affected = self.affected(changed)
+        key = tuple(d.slot for d in affected)
+        function = self._compiled.get(key)
+        if function is None:
+            function = self._compiled[key] = compile_evaluator(affected, self._bits)
         self._cache[changed] = function
         return function
 

@@ -92,7 +92,7 @@ event_bodies = st.one_of(
 
 @st.composite
 def event_streams(draw: st.DrawFn, max_events: int = 24) -> list[tuple[Event, int]]:
-    """(event, now_ms) pairs for two customers: now never goes back; times may;
+    """(event, now_ms) pairs for three customers: now never goes back; times may;
     some events are exact replays of an earlier one (same event_id)."""
     count = draw(st.integers(1, max_events))
     now = T0_MS - draw(st.sampled_from([0, 10 * DAY]))
@@ -104,7 +104,7 @@ def event_streams(draw: st.DrawFn, max_events: int = 24) -> list[tuple[Event, in
             continue
         kind, data = draw(event_bodies)
         raw = {"event_id": f"e{i}", "type": kind, "occurred_at": iso(draw(times)),
-               "customer_id": draw(st.sampled_from(["c1", "c1", "c2"])), "data": data}
+               "customer_id": draw(st.sampled_from(["c1", "c1", "c2", "c3"])), "data": data}
         stream.append((decode_event(msgspec.json.encode(raw)), now))
     return stream
 

@@ -159,6 +159,7 @@ class SyncWorker:
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(self.settings.session_timeout_ms // 3, 100),
         )
         self._consumer.subscribe([self.topics.membership], listener=_Rebalance(self))
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)

@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     lag = sub.add_parser("lag", help="consumer lag per group, topic and partition")
     lag.add_argument("--json", action="store_true", help="JSON instead of a table")
     lag.set_defaults(handler=_lag)
+
+    schema = sub.add_parser("schema", help="print the JSON Schemas of events and records")
+    schema.add_argument("name", nargs="?", help="one schema (default: all, by name)")
+    schema.add_argument("--list", action="store_true", help="list the schema names")
+    schema.set_defaults(handler=_schema)
     return parser
 
 
@@ -159,6 +164,26 @@ async def _lag(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(r.group, r.topic, str(r.partition),
                       "-" if r.committed is None else str(r.committed), str(r.end), str(r.lag))
     Console().print(table)
+    return 0
+
+
+async def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from streams.schemas import SCHEMA_NAMES, all_schemas, load_schema
+
+    if args.list:
+        text = "\n".join(SCHEMA_NAMES)
+    elif args.name is None:
+        text = json.dumps(all_schemas(), indent=2, ensure_ascii=False)
+    elif args.name in SCHEMA_NAMES:
+        text = json.dumps(load_schema(args.name), indent=2, ensure_ascii=False)
+    else:
+        raise ValueError(f"no schema named {args.name!r}; `segstream schema --list` names them")
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `segstream schema | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -1,0 +1,99 @@
+"""The membership schema fits `streams.membership` records; `segstream schema` prints JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.membership import iso_ms, membership_record
+from streams.schemas import SCHEMA_NAMES
+from tests.schemas.helpers import validator
+
+REASONS = ["event", "time", "backfill", "segment_deleted", "customer_deleted"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(added=st.booleans(), segment_id=st.text(min_size=1, max_size=20),
+       version=st.integers(1, 2**31), customer_id=st.text(min_size=1, max_size=20),
+       email=st.none() | st.emails(), changed_ms=st.integers(0, 253402300799999),
+       reason=st.sampled_from(REASONS),
+       cause_event_id=st.none() | st.text(min_size=1, max_size=128))
+def test_membership_records_validate(added: bool, segment_id: str, version: int,
+                                     customer_id: str, email: str | None, changed_ms: int,
+                                     reason: str, cause_event_id: str | None) -> None:
+    record = orjson.loads(membership_record(
+        added=added, segment_id=segment_id, version=version, customer_id=customer_id,
+        email=email, changed_at=iso_ms(changed_ms), reason=reason,
+        cause=cause_event_id or reason, cause_event_id=cause_event_id))
+    errors = [e.message for e in validator("membership").iter_errors(record)]
+    assert not errors, (errors, record)
+
+
+def _record(**change: Any) -> dict[str, Any]:
+    record: dict[str, Any] = orjson.loads(membership_record(
+        added=True, segment_id="vip", version=3, customer_id="c-1042",
+        email="a@example.com", changed_at="2026-11-28T17:32:00.120Z", reason="event",
+        cause="e-1", cause_event_id="e-1"))
+    record.update(change)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+def test_membership_schema_rejects_what_is_not_a_record() -> None:
+    check = validator("membership")
+    assert check.is_valid(_record())
+    assert check.is_valid(_record(cause_event_id=..., email=None))
+    for bad in (dict(type="segment.member_moved"), dict(reason="manual"),
+                dict(segment_version=0), dict(segment_version="3"), dict(email=...),
+                dict(changed_at="2026-11-28T17:32:00.120"), dict(customer_id=""),
+                dict(event_id=...), dict(cause_event_id=None)):
+        assert not check.is_valid(_record(**bad)), bad
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", "schema", *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_cli_prints_every_schema_as_json() -> None:
+    result = _cli()
+    assert result.returncode == 0, result.stderr
+    schemas = json.loads(result.stdout)
+    assert tuple(schemas) == SCHEMA_NAMES
+    assert schemas["order.placed"]["$id"] == "urn:segstream:schema:order.placed"
+
+
+def test_cli_prints_one_schema_and_lists_names() -> None:
+    one = _cli("membership")
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["title"] == "segment membership change"
+    listed = _cli("--list")
+    assert listed.stdout.split() == list(SCHEMA_NAMES)
+    unknown = _cli("order.shipped")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "--list" in unknown.stderr
+
+
+def test_asyncapi_refers_to_the_shipped_schemas() -> None:
+    doc = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text(encoding="utf-8"))
+    assert doc["asyncapi"].startswith("3.")
+    addresses = {channel["address"] for channel in doc["channels"].values()}
+    assert addresses == {"customers", "orders", "segment-membership", "segments.dlq"}
+    refs = []
+    for message in doc["components"]["messages"].values():
+        payload = message["payload"]
+        if "schema" in payload:
+            refs.append(payload["schema"]["$ref"])
+    assert refs
+    for ref in refs:
+        target = (ROOT / "docs" / ref).resolve()
+        assert target.is_file(), ref
+        assert target.stem in SCHEMA_NAMES

@@ -68,7 +68,7 @@ def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] |
     reducer = _REDUCERS.get(type(ev))
     if reducer is None:
         raise ValueError(f"{type(ev).__name__} is not applied to a state; erase the state")
-    if not remember_event(state, stable_hash(ev.event_id)):
+    if not remember_event(state, ev.event_id):
         return None
     at_ms = occurred_ms(ev)
     first = state.created_at is None  # every applied event sets created_at

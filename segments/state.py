@@ -97,12 +97,13 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def remember_event(state: FeatureState, event_hash: int) -> bool:
-    """Record an applied event id; False when it was already applied.
+def remember_event(state: FeatureState, event_id: str) -> bool:
+    """Record an applied event id (by its stable hash); False when it was already applied.
 
     Two generations of `MAX_SEEN_IDS // 2` ids: when the recent one fills, it
     becomes the older one and the previous older one is forgotten.
     """
+    event_hash = int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
     recent = state.seen_recent
     if event_hash in recent or event_hash in state.seen_older:
         return False

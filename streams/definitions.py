@@ -93,7 +93,7 @@ class DefinitionStore:
         self, segment_id: str, body: Any, exists: bool | None = None
     ) -> SegmentDefinition:
         async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.key)
+            await pipe.watch(self.key, self.tomb_key)
             current = await _current_of(pipe, self.key)
             old = current.get(segment_id)
             if exists is False and old is not None:
@@ -102,15 +102,34 @@ class DefinitionStore:
                 raise SegmentNotFound(segment_id)
             if old is not None and _canonical(old.raw) == _canonical(body):
                 return old
-            slot = old.slot if old else int(await pipe.incr(self.slot_key)) - 1
-            version = old.version + 1 if old else 1
+            slot, version = await self._slot_and_version(pipe, segment_id, old)
             definition = parse_definition(body, segment_id=segment_id, version=version, slot=slot)
             check_graph({**current, segment_id: definition})
             pipe.multi()
             pipe.hset(self.key, segment_id, _encode(definition))
+            if old is None:
+                pipe.hdel(self.tomb_key, str(slot))
             pipe.incr(self.rev_key)
             await pipe.execute()
             return definition
+
+    async def _slot_and_version(
+        self, pipe: Any, segment_id: str, old: SegmentDefinition | None
+    ) -> tuple[int, int]:
+        """A replaced segment keeps its slot; a re-created id takes back its deleted slot.
+
+        Re-creation continues the version count, so `id@version` never names two definitions
+        (partitions record what they reconciled by it), and the old bits and member sets mean
+        the same segment again: the backfill emits only the difference.
+        """
+        if old is not None:
+            return old.slot, old.version + 1
+        raw_tombs: dict[bytes, bytes] = await pipe.hgetall(self.tomb_key)
+        for slot, raw in raw_tombs.items():
+            tomb_id, tomb_version = _tomb(raw)
+            if tomb_id == segment_id:
+                return int(slot), tomb_version + 1
+        return int(await pipe.incr(self.slot_key)) - 1, 1
 
     async def delete(self, segment_id: str) -> SegmentDefinition | None:
         while True:

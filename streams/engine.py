@@ -348,7 +348,8 @@ class Engine:
         plan.scanned += len(blobs)
         if plan.cursor == 0:
             write.meta["definitions"] = plan.fingerprint
-            write.drop_segments = {tomb[0] for tomb in self.definitions.tombstones.values()}
+            dead = {tomb[0] for tomb in self.definitions.tombstones.values()}
+            write.drop_segments = dead - set(self.definitions.live)
             del self.backfills[partition]
         await self.output.flush()
         await self.store.commit(partition, write)

@@ -44,6 +44,7 @@ from segments.state import (
     FeatureState,
     PropertyValue,
     remember_event,
+    sorted_insert,
     stable_hash,
 )
 
@@ -219,10 +220,8 @@ def _merge_properties(
 def _apply_order_placed(
     state: FeatureState, data: OrderPlacedData, at_ms: int, now_ms: int, changed: Changed
 ) -> None:
-    order_hash = stable_hash(data.order_id)
-    if order_hash in state.order_ids:
+    if not sorted_insert(state.order_ids, stable_hash(data.order_id)):
         return  # the same order announced twice: counted once
-    state.order_ids.add(order_hash)
     total = money_from_decimal(data.total)
     _count_order(state, total, at_ms, now_ms, changed)
     _note_order_times(state, total, at_ms, changed)

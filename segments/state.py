@@ -12,12 +12,13 @@ ever be appended at the end (with defaults) so stored states keep decoding.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from hashlib import blake2b
 from typing import Final
 
 import msgspec
 
-from segments.timeline import Timeline
+from segments.timeline import Int64Array, Timeline, empty_array
 
 MAX_SEEN_IDS: Final = 4096
 """Applied event ids remembered per customer: at least the most recent half, at most all."""
@@ -72,10 +73,13 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     declines: Timeline = msgspec.field(default_factory=Timeline)
     refunds: Timeline = msgspec.field(default_factory=Timeline)
     chargebacks: Timeline = msgspec.field(default_factory=Timeline)
-    order_ids: set[int] = msgspec.field(default_factory=set)
+    order_ids: Int64Array = msgspec.field(default_factory=empty_array)
+    """Sorted stable hashes of the placed orders' ids."""
     subscriptions: dict[str, Subscription] = msgspec.field(default_factory=dict)
-    seen_recent: set[int] = msgspec.field(default_factory=set)
-    seen_older: set[int] = msgspec.field(default_factory=set)
+    seen_recent: Int64Array = msgspec.field(default_factory=empty_array)
+    """Sorted stable hashes of the most recently applied event ids."""
+    seen_older: Int64Array = msgspec.field(default_factory=empty_array)
+    """The generation before `seen_recent`."""
     created_from_profile: bool = False
     campaign_at: int | None = None
     affiliate_at: int | None = None
@@ -93,8 +97,28 @@ def new_state() -> FeatureState:
 
 
 def stable_hash(text: str) -> int:
-    """A 64-bit hash that is the same in every process (unlike `hash()`)."""
-    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little")
+    """A signed 64-bit hash that is the same in every process (unlike `hash()`)."""
+    digest = blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def sorted_insert(hashes: Int64Array, value: int) -> bool:
+    """Insert into a sorted array (binary search, one memmove); False if already there.
+
+    Sorted packed arrays instead of sets: the same O(log n) lookups in practice,
+    a tenth of the memory, nothing for the garbage collector, and the codec just
+    copies bytes.
+    """
+    i = bisect_left(hashes, value)
+    if i < len(hashes) and hashes[i] == value:
+        return False
+    hashes.insert(i, value)
+    return True
+
+
+def _contains(hashes: Int64Array, value: int) -> bool:
+    i = bisect_left(hashes, value)
+    return i < len(hashes) and hashes[i] == value
 
 
 def remember_event(state: FeatureState, event_id: str) -> bool:
@@ -103,14 +127,15 @@ def remember_event(state: FeatureState, event_id: str) -> bool:
     Two generations of `MAX_SEEN_IDS // 2` ids: when the recent one fills, it
     becomes the older one and the previous older one is forgotten.
     """
-    event_hash = int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
-    recent = state.seen_recent
-    if event_hash in recent or event_hash in state.seen_older:
+    event_hash = stable_hash(event_id)
+    if _contains(state.seen_older, event_hash):
         return False
-    recent.add(event_hash)
+    recent = state.seen_recent
+    if not sorted_insert(recent, event_hash):
+        return False
     if len(recent) >= _SEEN_GENERATION:
         state.seen_older = recent
-        state.seen_recent = set()
+        state.seen_recent = array("q")
     return True
 
 

@@ -26,7 +26,8 @@ else:  # array is not subscriptable at run time before Python 3.12
     Int64Array = array
 
 
-def _empty() -> Int64Array:
+def empty_array() -> Int64Array:
+    """A new, empty int64 array."""
     return array("q")
 
 
@@ -43,7 +44,7 @@ class Timeline(msgspec.Struct, array_like=True, gc=False):
     the garbage collector to chase (stored as msgpack bin, see `state`).
     """
 
-    times: Int64Array = msgspec.field(default_factory=_empty)
+    times: Int64Array = msgspec.field(default_factory=empty_array)
     cum: Int64Array = msgspec.field(default_factory=_zero)
 
 

@@ -1,7 +1,8 @@
 """`FeatureState`: everything the engine knows about one customer, and its codec.
 
-The Struct holds every contract field under its contract name (timestamps as
-epoch ms, money as integer units, sets as sets), the membership bitmask, and the
+The Struct holds every stored contract field under its contract name (timestamps
+as epoch ms, money as integer units, sets as sets; average_order_value is derived
+on demand, `segments` is the membership bitmask `segments_mask`), and the
 bookkeeping the reducers need: window timelines, order-id and event-id hashes,
 subscriptions and the sources of fields filled from two topics.
 
@@ -168,7 +169,9 @@ def encode_state(state: FeatureState) -> bytes:
 
 def decode_state(raw: bytes) -> FeatureState:
     """Inverse of `encode_state`."""
-    _version, mask, state = _DECODER.decode(raw)
+    version, mask, state = _DECODER.decode(raw)
+    if version != _FORMAT_VERSION:
+        raise ValueError(f"stored state has format {version}, this code reads {_FORMAT_VERSION}")
     state.segments_mask = int.from_bytes(mask, "little")
     return state
 

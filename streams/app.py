@@ -19,7 +19,11 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from providers.limits import ProviderLimits
+from providers.profiles import ProfileStore
+from providers.worker import SyncCounters, run_sync
 from streams.api import ApiDeps, create_app
+from streams.api_providers import providers_router
 from streams.definitions import DefinitionStore, apply_segments_file
 from streams.embedded import resolve_services
 from streams.http import HealthChecks, MetricsSource, serve
@@ -42,6 +46,7 @@ class UpOptions:
     demo: bool = False
     http: bool = True
     processor: bool = True
+    sync: bool = True
 
 
 def services_file(settings: Settings) -> Path:
@@ -147,16 +152,23 @@ async def _run_roles(
     assert settings.kafka_bootstrap
     tasks: list[asyncio.Task[None]] = []
     checks = HealthChecks(settings.kafka_bootstrap, redis)
+    sync_counters = SyncCounters()
+    limits = ProviderLimits()  # one per process: the API's list syncs and the worker share it
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(checks.close)
         if options.http:
             app = await stack.enter_async_context(
-                api_app(settings, redis, checks, _metrics(settings, processor)))
+                api_app(settings, redis, checks, _metrics(settings, processor, sync_counters),
+                        limits))
             await stack.enter_async_context(serve(app, settings.http_host, settings.http_port))
             say(f"HTTP: http://{settings.http_host}:{settings.http_port} "
                 "(API, /health/ready, /metrics, /openapi.json)")
         if options.processor:
             tasks.append(asyncio.create_task(processor.run(), name="processor"))
+        if options.sync:
+            tasks.append(asyncio.create_task(
+                run_sync(settings, redis, stop, limits=limits, counters=sync_counters),
+                name="sync"))
         if extra is not None:
             tasks.append(asyncio.create_task(extra(settings, redis, processor, stop), name="extra"))
         waiter = asyncio.create_task(stop.wait())
@@ -172,26 +184,32 @@ async def _run_roles(
 
 @contextlib.asynccontextmanager
 async def api_app(
-    settings: Settings, redis: Redis, checks: HealthChecks, metrics: MetricsSource | None
+    settings: Settings, redis: Redis, checks: HealthChecks, metrics: MetricsSource | None,
+    limits: ProviderLimits | None = None,
 ) -> AsyncIterator[FastAPI]:
     """The HTTP API with its own producer (for POST /events), started and stopped here."""
     assert settings.kafka_bootstrap
+    if settings.secret_key is None:
+        raise ValueError("SEGSTREAM_SECRET_KEY must be set: it encrypts provider credentials")
     partitions = await ensure_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix),
                                      settings.partitions, settings.replication_factor)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 linger_ms=5, enable_idempotence=settings.idempotent_producer)
+    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get(), limits=limits)
     await producer.start()
     try:
         yield create_app(ApiDeps(
             settings=settings, redis=redis, definitions=DefinitionStore(redis, settings.key_prefix),
             states=StateStore(redis, settings.key_prefix), producer=producer, checks=checks,
-            metrics=metrics, partitions=partitions,
-        ))
+            metrics=metrics, partitions=partitions, profiles=profiles,
+        ), extra_routers=[providers_router(profiles, limits)])
     finally:
         await producer.stop()
 
 
-def _metrics(settings: Settings, processor: Processor) -> Callable[[], Coroutine[Any, Any, str]]:
+def _metrics(
+    settings: Settings, processor: Processor, sync: SyncCounters
+) -> Callable[[], Coroutine[Any, Any, str]]:
     async def render() -> str:
         assert settings.kafka_bootstrap
         groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
@@ -200,6 +218,9 @@ def _metrics(settings: Settings, processor: Processor) -> Callable[[], Coroutine
         if engine is not None:
             for name, value in vars(engine.stats).items():
                 text += f"# TYPE segstream_{name}_total counter\nsegstream_{name}_total {value}\n"
+        for name, value in sync.as_dict().items():
+            text += f"# TYPE segstream_sync_{name}_total counter\n"
+            text += f"segstream_sync_{name}_total {value}\n"
         return text
 
     return render

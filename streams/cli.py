@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[RichHandler(console=console, show_path=False)],  # prints above the live view
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
         code: int = asyncio.run(args.handler(args, settings))
@@ -62,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--segments", metavar="FILE", help="JSON list of segment definitions")
     process.set_defaults(handler=_process)
 
-    api = sub.add_parser("api", help="the HTTP server alone")
+    api = sub.add_parser("api", help="the HTTP API alone")
     api.set_defaults(handler=_api)
+
+    sync = sub.add_parser("sync", help="the provider-sync worker alone")
+    sync.set_defaults(handler=_sync)
 
     produce = sub.add_parser("produce", help="validate and send JSON Lines events")
     produce.add_argument("file", help="JSON Lines file, or - for stdin")
@@ -101,21 +105,29 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _process(args: argparse.Namespace, settings: Settings) -> int:
-    _require_services(settings, "process")
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    await run_system(settings, UpOptions(segments_file=args.segments, http=False),
-                     console.print, None, stop)
-    return 0
+    return await _role(settings, "process", UpOptions(
+        segments_file=args.segments, http=False, sync=False))
 
 
 async def _api(args: argparse.Namespace, settings: Settings) -> int:
-    _require_services(settings, "api")
-    if settings.api_token is None:
-        raise ValueError("SEGSTREAM_API_TOKEN must be set for `segstream api`")
+    return await _role(settings, "api", UpOptions(processor=False, sync=False))
+
+
+async def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    return await _role(settings, "sync", UpOptions(http=False, processor=False))
+
+
+async def _role(settings: Settings, role: str, options: UpOptions) -> int:
+    """One role alone, for deployment: configured services and secrets, nothing generated."""
+    _require_services(settings, role)
+    missing = [name for name, value in (("SEGSTREAM_API_TOKEN", settings.api_token),
+                                        ("SEGSTREAM_SECRET_KEY", settings.secret_key)) if not value]
+    if missing:
+        raise ValueError(f"`segstream {role}` refuses to start without {' and '.join(missing)} "
+                         "(only `segstream up` generates them, for a local run)")
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_system(settings, UpOptions(processor=False), console.print, None, stop)
+    await run_system(settings, options, console.print, None, stop)
     return 0
 
 

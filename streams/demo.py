@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,6 +21,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from providers.fakes.mailchimp import MailchimpFake
+from providers.fakes.server import serve_fake
+from providers.profiles import ProfileStore
 from segments.events import TOPIC_OF_TYPE
 from streams.definitions import DefinitionStore
 from streams.processor import Processor
@@ -27,6 +31,9 @@ from streams.settings import Settings
 from streams.store import StateStore
 from streams.topics import TopicNames, ensure_topics, high_watermarks, partition_counts
 from streams.traffic import DEMO_SEGMENTS, Storefront
+
+MAILCHIMP_SEGMENT = "demo-vip-us"  # the demo segment whose members go to the fake Mailchimp
+MAILCHIMP_TAG = "VIP US"
 
 
 class DemoView:
@@ -39,6 +46,7 @@ class DemoView:
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=12)
         self.changes = 0
         self.members: dict[str, int] = dict.fromkeys(segments, 0)
+        self.mailchimp: Callable[[], int] = lambda: 0
 
     def render(self, processor: Processor) -> Group:
         stats = processor.engine.stats if processor.engine else None
@@ -49,9 +57,10 @@ class DemoView:
             f"dead letters {stats.dead_letters if stats else 0}   "
             f"membership events [bold]{self.changes}[/bold]"
         )
-        counts = Table("segment", "name", "members", expand=True)
+        counts = Table("segment", "name", "members", "at Mailchimp", expand=True)
         for segment_id, name in self.segments.items():
-            counts.add_row(segment_id, name, str(self.members.get(segment_id, 0)))
+            synced = str(self.mailchimp()) if segment_id == MAILCHIMP_SEGMENT else ""
+            counts.add_row(segment_id, name, str(self.members.get(segment_id, 0)), synced)
         recent = Table("changed_at", "customer", "change", "segment", "reason", expand=True)
         for change in reversed(self.recent):
             added = change["type"].endswith("added")
@@ -76,10 +85,42 @@ async def run_demo(
     topics = TopicNames(settings.topic_prefix)
     await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
                         settings.replication_factor)
-    store = DefinitionStore(redis, settings.key_prefix)
-    for entry in DEMO_SEGMENTS:
-        await store.put(entry["id"], {k: v for k, v in entry.items() if k != "id"})
-    view = DemoView({e["id"]: e["name"] for e in DEMO_SEGMENTS})
+    fake = MailchimpFake()
+    list_id, tags = fake.seed_list("Demo audience", [MAILCHIMP_TAG])
+    async with serve_fake(fake) as base_url:
+        target = await _link_mailchimp(settings, redis, fake, base_url, list_id, tags, console)
+        store = DefinitionStore(redis, settings.key_prefix)
+        for entry in DEMO_SEGMENTS:
+            body = {k: v for k, v in entry.items() if k != "id"}
+            if entry["id"] == MAILCHIMP_SEGMENT:
+                body["auto_responder"] = target
+            await store.put(entry["id"], body)
+        view = DemoView({e["id"]: e["name"] for e in DEMO_SEGMENTS})
+        view.mailchimp = lambda: len(fake.state.segment_emails(list_id, tags[MAILCHIMP_TAG]))
+        await _show(settings, redis, processor, stop, console, rate, view)
+
+
+async def _link_mailchimp(
+    settings: Settings, redis: Redis, fake: MailchimpFake, base_url: str, list_id: str,
+    tags: dict[str, str], console: Console,
+) -> dict[str, str]:
+    """Create the demo's auto-responder profile on the fake Mailchimp and sync its lists."""
+    assert settings.secret_key is not None
+    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get())
+    profile = await profiles.create("Demo Mailchimp (local fake)", "mailchimp",
+                                    fake.credentials(), base_url)
+    await profiles.sync_lists(profile.id)
+    console.print(f"Demo auto-responder: fake Mailchimp at {base_url}, list {list_id!r}; "
+                  f"members of {MAILCHIMP_SEGMENT!r} are synced to its tag {MAILCHIMP_TAG!r}")
+    return {"profile_id": profile.id, "list_id": list_id, "segment_id": tags[MAILCHIMP_TAG]}
+
+
+async def _show(
+    settings: Settings, redis: Redis, processor: Processor, stop: asyncio.Event,
+    console: Console, rate: int, view: DemoView,
+) -> None:
+    assert settings.kafka_bootstrap
+    topics = TopicNames(settings.topic_prefix)
     counts = StateStore(redis, settings.key_prefix)
     tasks = [
         asyncio.create_task(_traffic(settings.kafka_bootstrap, topics, view, stop, rate)),

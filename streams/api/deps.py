@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from providers.profiles import ProfileStore
 from segments.evaluator import SegmentIndex
 from streams.definitions import DefinitionSet, DefinitionStore
 from streams.http import HealthChecks, MetricsSource
@@ -35,6 +36,7 @@ class ApiDeps:
     metrics: MetricsSource | None
     partitions: int
     clock: Callable[[], int] = wall_clock_ms
+    profiles: ProfileStore | None = None
     _cached: tuple[DefinitionSet, SegmentIndex] | None = field(default=None, repr=False)
 
     @property

@@ -44,6 +44,7 @@ async def create_segment(request: Request) -> dict[str, Any]:
     deps = _deps(request)
     body = await read_json(request)
     segment_id, definition_body = _split_id(body)
+    await _check_auto_responder(deps, definition_body)
     try:
         created = await deps.definitions.create(segment_id, definition_body)
     except SegmentExists:
@@ -107,6 +108,7 @@ async def replace_segment(request: Request, segment_id: str) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if k != "id"}
     if not _VALID_ID.match(segment_id):
         raise _not_found(segment_id)
+    await _check_auto_responder(deps, body)
     try:
         replaced = await deps.definitions.replace(segment_id, body)
     except SegmentNotFound:
@@ -182,6 +184,21 @@ def _generated_id(name: Any) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] if isinstance(name, str) else ""
     suffix = uuid.uuid4().hex[:8]
     return f"{slug}-{suffix}" if slug else f"segment-{suffix}"
+
+
+async def _check_auto_responder(deps: ApiDeps, body: Any) -> None:
+    """The list (and segment or tag) a segment sends to must be one the last sync saw."""
+    target = body.get("auto_responder") if isinstance(body, dict) else None
+    if not isinstance(target, dict) or deps.profiles is None:
+        return
+    try:  # the definition's own problems first, with their paths
+        parse_definition(body, segment_id="check", version=1, slot=0)
+    except DefinitionError as exc:
+        raise _invalid(exc) from None
+    problems = await deps.profiles.target_problems(target)
+    if problems:
+        raise ApiError(422, "unknown_auto_responder_target", "the auto_responder names a "
+                       "profile, list or segment the provider sync has not seen", problems)
 
 
 def _invalid(exc: DefinitionError) -> ApiError:

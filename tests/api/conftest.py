@@ -47,7 +47,7 @@ async def running_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
 
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
-    return replace(settings, api_token=Secret(TOKEN))
+    return replace(settings, api_token=Secret(TOKEN), secret_key=Secret("k" * 44))
 
 
 @pytest.fixture

@@ -59,7 +59,9 @@ def _spawn(settings: Settings, log: BinaryIO) -> subprocess.Popen[bytes]:
            "SEGSTREAM_GROUP_ID": settings.group_id,
            "SEGSTREAM_PARTITIONS": str(settings.partitions),
            "SEGSTREAM_BATCH_MAX": "300",
-           "SEGSTREAM_SESSION_TIMEOUT_MS": "4000"}
+           "SEGSTREAM_SESSION_TIMEOUT_MS": "4000",
+           "SEGSTREAM_API_TOKEN": "test-token",
+           "SEGSTREAM_SECRET_KEY": "k" * 32}
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "process"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 

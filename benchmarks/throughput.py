@@ -99,7 +99,7 @@ FAUST_JOIN_TIMEOUT_S: Final = 180.0
 # The processor keeps its default session timeout (10 s): the SIGSTOP while pass 2 is produced
 # must stay shorter (a longer timeout makes the join on Tansu exceed aiokafka's request timeout).
 MAX_PAUSE_S: Final = 8.0
-DATA_SPAN: Final = timedelta(days=60)  # both passes together span this much event time
+DATA_SPAN: Final = timedelta(days=60)  # all passes together span this much event time
 SEED: Final = 20261128
 
 LATENCY_PRODUCER_LINGER_MS: Final = 2  # a storefront producer's usual small linger (counted)
@@ -526,19 +526,19 @@ async def time_until_applied(
         prev = sample
         await asyncio.sleep(poll_s)
     seconds = sample[0] - begin[0]
-    cpu = {name: 100.0 * (sample[2][name] - begin[2][name]) / seconds if seconds > 0 else 0.0
-           for name in sample[2]}
+    cpu = {name: max(0.0, 100.0 * (sample[2][name] - begin[2][name]) / seconds)
+           if seconds > 0 else 0.0 for name in sample[2]}
     return Timed(n - begin[1], seconds, cpu)
 
 
 def _cpu(processes: dict[str, Watched]) -> dict[str, float]:
     """CPU seconds of each process, and `other`: the machine's busy time minus theirs (other
     users of this machine, the kernel) so a noisy neighbour shows in the figures."""
-    times = {name: cpu_seconds(p) for name, p in processes.items()}
+    times = {name: cpu_seconds(p) for name, p in processes.items() if p is not None}
     machine = psutil.cpu_times()
     busy = machine.user + machine.system + getattr(machine, "irq", 0.0) + getattr(
         machine, "softirq", 0.0) + getattr(machine, "steal", 0.0) + getattr(machine, "nice", 0.0)
-    times["other"] = max(0.0, busy - sum(times.values()))
+    times["other"] = busy - sum(times.values())
     return times
 
 
@@ -873,7 +873,7 @@ async def run_latency(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
         finally:
             profiler.stop()
         elapsed = time.perf_counter() - t0
-        cpu = {k: 100.0 * (v - cpu0[k]) / elapsed for k, v in _cpu(processes).items()}
+        cpu = {k: max(0.0, 100.0 * (v - cpu0[k]) / elapsed) for k, v in _cpu(processes).items()}
         final_ends = await input_ends(kafka, topics, parts)
         await time_until_applied(progress.positions, final_ends, processes, child.check)
         await asyncio.sleep(1.0)

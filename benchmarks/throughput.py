@@ -51,6 +51,7 @@ import base64
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import os
 import platform
 import secrets
@@ -1178,6 +1179,10 @@ async def main_async(args: argparse.Namespace) -> int:
     lengths = [args.events, args.events] + ([latency_events] if need_dicts else [])
     say(f"generating passes of {lengths} events over {args.customers} customers")
     passes = generate(lengths, args.customers, keep_dicts=need_dicts)
+    # Millions of long-lived objects: a full collection of them would pause this harness (the
+    # fixed-rate producer and the membership reader) for a second or more. Freeze them.
+    gc.collect()
+    gc.freeze()
     async with services_for_run(workdir) as services:
         redis = Redis.from_url(services.redis_url)
         bench = Bench(args, services, redis, workdir)

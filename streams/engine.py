@@ -16,6 +16,7 @@ applied exactly once, membership changes may be produced twice with the same det
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ class Engine:
         self.backfills: dict[int, Backfill] = {}
         self.stats = EngineStats()
         self._topic_of_type = {t: getattr(topics, k) for t, k in TOPIC_OF_TYPE.items()}
+        self._repartition = topics.repartition
         self._clock = clock
         self.set_definitions(definitions)
 
@@ -145,12 +147,15 @@ class Engine:
         pending: dict[int, _Pending] = {}
         applied_before = self.stats.applied
         for record in records:
-            self._decode(record, pending.setdefault(record.partition, _Pending()))
+            work = pending.get(record.partition)
+            if work is None:
+                work = pending[record.partition] = _Pending()
+            self._decode(record, work)
         await self._load_missing(pending)
         writes = {p: self._apply_all(p, work, now_ms) for p, work in pending.items()}
         await self.output.flush()
-        for p, write in writes.items():
-            await self.store.commit(p, write)
+        # each partition's MULTI/EXEC is atomic on its own slot: they need no order between them
+        await asyncio.gather(*(self.store.commit(p, write) for p, write in writes.items()))
         self.stats.batches += 1
         if self.backfills:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
@@ -165,7 +170,7 @@ class Engine:
             self._dead_letter(record, exc.code, exc.reason)
             return
         expected = self._topic_of_type[event_type(event)]
-        if record.topic not in (expected, self.topics.repartition):
+        if record.topic != expected and record.topic != self._repartition:
             kind = event_type(event)
             reason = f"{kind} events belong on topic {expected!r}, not {record.topic!r}"
             self._dead_letter(record, "wrong_topic", reason)

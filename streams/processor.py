@@ -100,6 +100,7 @@ class Processor:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=64 << 20,
+            fetch_max_wait_ms=20,  # Tansu holds an empty fetch for the full wait (500 ms default)
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
         )

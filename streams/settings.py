@@ -57,7 +57,7 @@ class Settings:
     partitions: int = 8
     replication_factor: int = 1
     run_dir: Path = Path(".segstream/run")
-    batch_max: int = 5000
+    batch_max: int = 20_000
     state_cache_size: int = 200_000
     group_id: str = "segstream-processor"
     idempotent_producer: bool = False

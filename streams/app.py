@@ -29,6 +29,7 @@ from streams.embedded import resolve_services
 from streams.http import HealthChecks, MetricsSource, serve
 from streams.lag import consumer_lag, groups_and_topics, prometheus_lag
 from streams.processor import Processor
+from streams.refresh import refresh_forever
 from streams.settings import Secret, Settings
 from streams.store import StateStore
 from streams.topics import TopicNames, ensure_topics
@@ -197,6 +198,9 @@ async def api_app(
                                 linger_ms=5, enable_idempotence=settings.idempotent_producer)
     profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get(), limits=limits)
     await producer.start()
+    stop_refresh = asyncio.Event()
+    refresher = asyncio.create_task(
+        refresh_forever(profiles, settings.provider_refresh_s, stop_refresh), name="refresh")
     try:
         yield create_app(ApiDeps(
             settings=settings, redis=redis, definitions=DefinitionStore(redis, settings.key_prefix),
@@ -204,6 +208,8 @@ async def api_app(
             metrics=metrics, partitions=partitions, profiles=profiles,
         ), extra_routers=[providers_router(profiles, limits)])
     finally:
+        stop_refresh.set()
+        await refresher
         await producer.stop()
 
 

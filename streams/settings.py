@@ -63,6 +63,7 @@ class Settings:
     idempotent_producer: bool = False
     session_timeout_ms: int = 10_000
     backfill_chunk: int = 2000
+    provider_refresh_s: int = 900
 
     def __post_init__(self) -> None:
         if self.secret_key is not None and len(self.secret_key.get()) < MIN_SECRET_KEY_LENGTH:
@@ -152,4 +153,5 @@ _ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "idempotent_producer": ("SEGSTREAM_KAFKA_IDEMPOTENCE", _bool),
     "session_timeout_ms": ("SEGSTREAM_SESSION_TIMEOUT_MS", _positive_int),
     "backfill_chunk": ("SEGSTREAM_BACKFILL_CHUNK", _positive_int),
+    "provider_refresh_s": ("SEGSTREAM_PROVIDER_REFRESH_S", _positive_int),
 }

@@ -7,6 +7,8 @@ Endpoints used (providers.md): ``GET /lists``, ``GET /tags``, ``POST /tags``,
 Two more real ones: ``GET /contacts/{id}/contactLists`` (linked from every contact's
 ``links``), to read a contact's status on a list before subscribing them, and
 ``GET /lists/{id}``, so a missing list fails the call once rather than per member.
+``list_members`` pages ``GET /contacts?listid={id}&status=-1`` (any status on the
+list) or ``GET /contacts?tagid={id}`` with ``limit``/``offset``.
 
 ActiveCampaign has no way to take a contact off a list except status 2, which
 unsubscribes them; ``remove_from_list`` therefore refuses (``supports_list_removal``
@@ -140,10 +142,21 @@ class ActiveCampaignClient(ProviderClient):
             for raw in await self._paged("/lists", "lists")
         ]
 
-    async def _paged(self, path: str, key: str) -> list[Any]:
+    async def list_members(self, list_id: str, segment_id: str | None) -> set[str]:
+        if segment_id is None:
+            await self._check_list(list_id)
+            query: dict[str, str | int] = {"listid": list_id, "status": -1}
+        else:
+            query = {"tagid": segment_id}
+        contacts = await self._paged("/contacts", "contacts", query)
+        return {str(c["email"]).strip().lower() for c in contacts if c.get("email")}
+
+    async def _paged(
+        self, path: str, key: str, query: Mapping[str, str | int] | None = None
+    ) -> list[Any]:
         items: list[Any] = []
         while True:
-            params = {"limit": self.page_size, "offset": len(items)}
+            params = {**(query or {}), "limit": self.page_size, "offset": len(items)}
             body = (await self._session.call("GET", path, params=params)).body
             batch = body.get(key) or []
             items.extend(batch)

@@ -161,6 +161,11 @@ class ProviderClient(abc.ABC):
         """Take members off the list without unsubscribing them; absent ones count as done."""
 
     @abc.abstractmethod
+    async def list_members(self, list_id: str, segment_id: str | None) -> set[str]:
+        """Lowercased emails now on the list (archived or removed ones left out), or in
+        the static segment or tag when ``segment_id`` is given; every page read."""
+
+    @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the HTTP client when this object created it."""
 

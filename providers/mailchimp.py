@@ -7,6 +7,8 @@ problem title), ``POST /lists/{id}/segments/{sid}`` (500 adds/removes). Two more
 real endpoints outside providers.md: ``GET /lists/{id}`` (does the list exist) and
 ``DELETE /lists/{id}/members/{hash}``, which *archives* a member: off the list,
 status kept, re-addable; never the permanent delete, which would forbid re-import.
+``list_members`` reads ``GET /lists/{id}/members`` (skipping status ``archived``) or
+``GET /lists/{id}/segments/{sid}/members``, paged with ``count``/``offset``.
 """
 
 from __future__ import annotations
@@ -167,6 +169,22 @@ class MailchimpClient(ProviderClient):
             for raw in raw_lists
         )
         return [_to_list(raw, segs) for raw, segs in zip(raw_lists, segments, strict=True)]
+
+    async def list_members(self, list_id: str, segment_id: str | None) -> set[str]:
+        if segment_id is None:
+            path = f"/lists/{list_id}/members"
+        else:
+            path = f"/lists/{list_id}/segments/{segment_id}/members"
+        try:
+            members = await self._paged(path, "members", {})
+        except PermanentError as error:
+            if error.status == 404 and segment_id is None:
+                raise ListNotFound.from_error(error, list_id) from error
+            raise
+        return {
+            str(m["email_address"]).strip().lower() for m in members
+            if m.get("email_address") and m.get("status") != "archived"
+        }
 
     async def _paged(self, path: str, key: str, params: dict[str, str | int]) -> list[Any]:
         items: list[Any] = []

@@ -8,9 +8,9 @@ what the provider holds, adds the missing and takes out the extra (out of the
 segment or tag, or off the list when none is named; never unsubscribing), and says
 what it changed.
 
-Reading who the provider holds is not part of ``ProviderClient`` yet, so the caller
-passes ``read_provider``: a coroutine function answering the emails now in the
-list (or segment or tag).
+Who the provider holds is read with ``client.list_members(list_id, segment_id)``
+unless the caller passes ``read_provider``: a coroutine function answering the
+emails now in the list (or segment or tag).
 """
 
 from __future__ import annotations
@@ -86,12 +86,19 @@ async def reconcile(
     client: ProviderClient,
     target: Target,
     members: SegmentEmails,
-    read_provider: ProviderReader,
+    read_provider: ProviderReader | None = None,
     *,
     dry_run: bool = False,
 ) -> ReconcileResult:
-    """Add the missing, remove the extra; return what changed."""
-    missing, extra = drift(members.emails, await read_provider())
+    """Add the missing, remove the extra; return what changed.
+
+    ``read_provider`` defaults to ``client.list_members(target.list_id, target.segment_id)``.
+    """
+    if read_provider is None:
+        actual = await client.list_members(target.list_id, target.segment_id)
+    else:
+        actual = await read_provider()
+    missing, extra = drift(members.emails, actual)
     result = ReconcileResult(without_email=list(members.without_email))
     if dry_run:
         result.added, result.removed = missing, extra

@@ -3,7 +3,9 @@
 Endpoints used (providers.md): ``GET /lists``, ``GET /tags``, ``POST /tags``,
 ``GET /contacts/search?email=``, ``POST /lists/{id}/contacts``,
 ``DELETE /lists/{id}/contacts/{cid}``, ``POST /contacts/{id}/tags``,
-``DELETE /contacts/{id}/tags/{tid}``.
+``DELETE /contacts/{id}/tags/{tid}``; for ``list_members``, ``GET /lists/{id}/contacts``
+and ``GET /tags/{id}/contacts`` (``page``/``limit``; both unconfirmed: no source showed
+them, the shape assumed is that of ``GET /lists``).
 
 Sendlane applies writes asynchronously (202). The client remembers what its own
 202s will make true (``PendingWrites``) and, before acting on a contact with such
@@ -186,6 +188,20 @@ class SendlaneClient(ProviderClient):
             ProviderList(str(raw["id"]), _name(raw), _count(raw), list(tags))
             for raw in await self._paged("/lists")
         ]
+
+    async def list_members(self, list_id: str, segment_id: str | None) -> set[str]:
+        # Unconfirmed endpoints (providers.md has neither): GET /lists/{id}/contacts and
+        # GET /tags/{id}/contacts, assumed paged like GET /lists ({data, meta.last_page}).
+        path = (f"/lists/{list_id}/contacts" if segment_id is None
+                else f"/tags/{segment_id}/contacts")
+        try:
+            contacts = await self._paged(path)
+        except PermanentError as error:
+            if error.status == 404 and segment_id is None:
+                raise ListNotFound.from_error(error, list_id) from error
+            raise
+        return {str(c["email"]).strip().lower() for c in contacts
+                if isinstance(c, dict) and c.get("email")}
 
     async def _paged(self, path: str) -> list[Any]:
         items: list[Any] = []

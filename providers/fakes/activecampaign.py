@@ -304,9 +304,21 @@ class ActiveCampaignFake(FakeProvider):
                              201 if created else 200)
 
     async def get_contacts(self, request: Request) -> Response:
+        """``email``, ``listid`` (with ``status``, -1 or absent: any) and ``tagid`` filters."""
         email = request.query_params.get("email")
-        found = [c.to_json() for c in self.state.contacts.values()
-                 if email is None or c.email.lower() == email.lower()]
+        contacts = list(self.state.contacts.values())
+        if email is not None:
+            contacts = [c for c in contacts if c.email.lower() == email.lower()]
+        if request.query_params.get("listid") is not None:
+            list_id = int_param(request, "listid", -1)
+            status = int_param(request, "status", -1)
+            contacts = [c for c in contacts if (link := self.state.contact_lists.get(
+                (c.id, list_id))) is not None and status in (-1, link.status)]
+        if request.query_params.get("tagid") is not None:
+            tag_id = int_param(request, "tagid", -1)
+            tagged = {t.contact for t in self.state.contact_tags.values() if t.target == tag_id}
+            contacts = [c for c in contacts if c.id in tagged]
+        found = [c.to_json() for c in contacts]
         return json_response({"contacts": _page(request, found),
                               "meta": {"total": str(len(found))}})
 

@@ -9,7 +9,8 @@ upserts, as Mailchimp does), static segments, and seeded troublemakers:
 Behaviour kept from the real API: Basic auth with the key as password (or Bearer),
 problem+json errors, 401 for a bad key, 404 for a missing list, the batch upsert
 answering 200 with per-member ``errors``, ``status`` (never ``status_if_new``)
-refused for unsubscribed or cleaned members, 10 simultaneous connections per user
+refused for unsubscribed or cleaned members, member listings (archived members
+shown with status ``archived``), 10 simultaneous connections per user
 (429 past it, optionally bodiless 429/403 as at high volume), ``count`` <= 1000.
 """
 
@@ -246,6 +247,9 @@ class MailchimpFake(FakeProvider):
             Route("/lists/{list_id}/segments", self.get_segments, methods=["GET"]),
             Route("/lists/{list_id}/segments/{segment_id}", self.segment_members,
                   methods=["POST"]),
+            Route("/lists/{list_id}/segments/{segment_id}/members", self.get_segment_members,
+                  methods=["GET"]),
+            Route("/lists/{list_id}/members", self.get_members, methods=["GET"]),
             Route("/lists/{list_id}/members/{hash}", self.put_member, methods=["PUT"]),
             Route("/lists/{list_id}/members/{hash}", self.archive_member, methods=["DELETE"]),
             Route("/lists/{list_id}/members/{hash}/tags", self.member_tags, methods=["POST"]),
@@ -329,6 +333,26 @@ class MailchimpFake(FakeProvider):
             for s in self._list(request).segments.values() if kind in (None, s.type)
         ]
         return json_response({"segments": _page(request, segments), "total_items": len(segments)})
+
+    async def get_members(self, request: Request) -> Response:
+        """Every member, archived ones included with status ``archived`` (as Mailchimp)."""
+        lst = self._list(request)
+        members = [
+            {**m.to_json(lst.id), "status": "archived"} if m.archived else m.to_json(lst.id)
+            for m in lst.members.values()
+        ]
+        return json_response({"members": _page(request, members), "list_id": lst.id,
+                              "total_items": len(members)})
+
+    async def get_segment_members(self, request: Request) -> Response:
+        lst = self._list(request)
+        segment = lst.segments.get(int_param_path(request, "segment_id"))
+        if segment is None:
+            raise Problem(404, "Resource Not Found", "The requested resource could not be found.")
+        members = [m.to_json(lst.id) for h, m in lst.members.items()
+                   if h in segment.members and not m.archived]
+        return json_response({"members": _page(request, members),
+                              "total_items": len(members)})
 
     async def batch_upsert(self, request: Request) -> Response:
         lst = self._list(request)

@@ -153,6 +153,8 @@ class SendlaneFake(FakeProvider):
         return [
             Route("/lists", self.get_lists, methods=["GET"]),
             Route("/lists/{id:int}/contacts", self.post_contacts, methods=["POST"]),
+            Route("/lists/{id:int}/contacts", self.get_list_contacts, methods=["GET"]),
+            Route("/tags/{id:int}/contacts", self.get_tag_contacts, methods=["GET"]),
             Route("/lists/{id:int}/contacts/{cid:int}", self.delete_list_contact,
                   methods=["DELETE"]),
             Route("/contacts/search", self.search, methods=["GET"]),
@@ -244,6 +246,22 @@ class SendlaneFake(FakeProvider):
     async def get_tags(self, request: Request) -> Response:
         tags = [{"id": i, "name": n} for i, n in self.state.tags.items()]
         return json_response(_paged(request, tags))
+
+    async def get_list_contacts(self, request: Request) -> Response:
+        """Contacts on a list, paged like ``GET /lists`` (the real endpoint is unconfirmed)."""
+        list_id = self._list_id(request.path_params["id"])
+        found = [self._contact_json(c) for c in self.state.contacts.values()
+                 if list_id in c.lists]
+        return json_response(_paged(request, found))
+
+    async def get_tag_contacts(self, request: Request) -> Response:
+        """Contacts with a tag, paged like ``GET /tags`` (the real endpoint is unconfirmed)."""
+        tag_id = request.path_params["id"]
+        if tag_id not in self.state.tags:
+            raise Problem(404, "Tag not found.")
+        found = [self._contact_json(c) for c in self.state.contacts.values()
+                 if tag_id in c.tags]
+        return json_response(_paged(request, found))
 
     async def post_tag(self, request: Request) -> Response:
         name = str((await read_json(request)).get("name") or "")

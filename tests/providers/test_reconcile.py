@@ -57,3 +57,51 @@ async def test_reconcile_adds_missing_and_removes_extra(
     assert not done.failed and again == ReconcileResult(without_email=["nomail"])
     assert await read_provider() == members.emails
     assert mailchimp.subscribed(list_id, "stale@shop.test")  # out of the segment, not unsubscribed
+
+
+async def test_reconcile_reads_the_provider_itself(redis_client: Redis, harness: Harness) -> None:
+    """No ``read_provider``: ``list_members`` says who is there (each provider in turn)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    list_id, segments = harness.seed_list("Shop", "VIP")
+    vip = segments["VIP"]
+    await seed_members(redis_client, prefix, "seg", {
+        "a": "a@shop.test", "b": "B@shop.test", "c": "c@shop.test", "nomail": None})
+    for email in ("a@shop.test", "stale@shop.test", "bystander@shop.test"):
+        harness.seed_member(list_id, email)
+    members = await segment_emails(redis_client, prefix, 3, "seg")
+    target = Target("p", list_id, vip)
+    async with harness.client(page_size=2) as client:
+        assert (await client.add_to_segment(list_id, vip, ["a@shop.test", "stale@shop.test"])).ok
+        await harness.settle()
+        planned = await reconcile(client, target, members, dry_run=True)
+        assert (planned.added, planned.removed) == (["B@shop.test", "c@shop.test"],
+                                                    ["stale@shop.test"])
+        await harness.settle()
+        assert await client.list_members(list_id, vip) == {"a@shop.test", "stale@shop.test"}
+        done = await reconcile(client, target, members)
+        await harness.settle()
+        again = await reconcile(client, target, members)
+        in_vip = await client.list_members(list_id, vip)
+        on_list = await client.list_members(list_id, None)
+    assert done.added == ["B@shop.test", "c@shop.test"] and done.removed == ["stale@shop.test"]
+    assert not done.failed and again == ReconcileResult(without_email=["nomail"])
+    assert in_vip == {"a@shop.test", "b@shop.test", "c@shop.test"}
+    assert {"stale@shop.test", "bystander@shop.test"} <= on_list  # off the tag, not the list
+    assert harness.subscribed(list_id, "stale@shop.test") and harness.resubscribes() == 0
+
+
+async def test_reconcile_without_a_segment_takes_extras_off_the_list(
+    redis_client: Redis, mailchimp: Harness
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    list_id, _ = mailchimp.seed_list("Shop")
+    await seed_members(redis_client, prefix, "seg", {"a": "a@shop.test", "b": "b@shop.test"})
+    mailchimp.seed_member(list_id, "a@shop.test")
+    mailchimp.seed_member(list_id, "stale@shop.test", subscribed=False)
+    members = await segment_emails(redis_client, prefix, 3, "seg")
+    async with mailchimp.client(page_size=1) as client:
+        done = await reconcile(client, Target("p", list_id, None), members)
+        assert await client.list_members(list_id, None) == {"a@shop.test", "b@shop.test"}
+    assert (done.added, done.removed) == (["b@shop.test"], ["stale@shop.test"])
+    member = mailchimp.fake.state.member(list_id, "stale@shop.test")
+    assert member is not None and member.archived and member.status == "unsubscribed"

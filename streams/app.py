@@ -206,7 +206,9 @@ async def api_app(
             settings=settings, redis=redis, definitions=DefinitionStore(redis, settings.key_prefix),
             states=StateStore(redis, settings.key_prefix), producer=producer, checks=checks,
             metrics=metrics, partitions=partitions, profiles=profiles,
-        ), extra_routers=[providers_router(profiles, limits)])
+        ), extra_routers=[providers_router(
+            profiles, limits, DefinitionStore(redis, settings.key_prefix), redis,
+            settings.key_prefix, partitions)])
     finally:
         stop_refresh.set()
         await refresher

@@ -4,6 +4,7 @@ A benchmark, not a test: it prints figures next to their targets and never asser
 
     python benchmarks/sync_latency.py              # 1k membership events/s for 20 s, then a burst
     python benchmarks/sync_latency.py --rate 500 --duration 10 --burst 5000
+    python benchmarks/sync_latency.py --provider activecampaign   # members/s under its limit
 
 The sync worker (`providers.worker.run_sync`) runs in this process against a local fake Mailchimp
 answering every request 20 ms late (`--latency`). Membership events (contract section 7) are
@@ -30,8 +31,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from providers.fakes.base import Faults
+from providers.fakes.activecampaign import ActiveCampaignFake
+from providers.fakes.base import FakeProvider, Faults
 from providers.fakes.mailchimp import MailchimpFake
+from providers.fakes.sendlane import SendlaneFake
 from providers.fakes.server import serve_fake
 from providers.profiles import ProfileStore
 from providers.worker import SyncCounters, run_sync
@@ -80,6 +83,35 @@ async def watch(
         await asyncio.sleep(0.005)
 
 
+FAKES: dict[str, Callable[[Faults], FakeProvider]] = {
+    "mailchimp": MailchimpFake, "activecampaign": ActiveCampaignFake,
+    "sendlane": SendlaneFake,
+}
+LIMITS = {"mailchimp": "10 concurrent connections, 500 members a call",
+          "activecampaign": "5 requests/s per account", "sendlane": "240 requests/min"}
+BENCH_EMAILS = [f"c-{n:07d}@example.com" for n in (9_000_000, *range(5_000_000, 5_020_000))]
+
+
+def tagged(fake: FakeProvider, list_id: str, tag: str) -> Callable[[], set[str]]:
+    """The emails the fake holds in the bench's static segment or tag."""
+    if isinstance(fake, MailchimpFake):
+        return lambda: fake.state.segment_emails(list_id, tag)
+    if isinstance(fake, ActiveCampaignFake):
+        tag_id = int(tag)
+        return lambda: {e for e in BENCH_EMAILS[:PROBE] if tag_id in fake.state.tag_ids(e)}
+    assert isinstance(fake, SendlaneFake)
+    tag_id = int(tag)
+
+    def sendlane() -> set[str]:
+        fake.state.apply_due()
+        found = (fake.state.by_email(e) for e in BENCH_EMAILS[:PROBE])
+        return {c.email for c in found if c is not None and tag_id in c.tags}
+    return sendlane
+
+
+PROBE = len(BENCH_EMAILS)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -95,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
                                 secret_key=Secret("s" * 32))
             topics = TopicNames(settings.topic_prefix)
             await ensure_topics(svc.kafka_bootstrap, topics, 8, 1)
-            fake = MailchimpFake(Faults(latency=args.latency))
+            fake = FAKES[args.provider](Faults(latency=args.latency))
             list_id, tags = fake.seed_list("Bench audience", ["Bench"])
             redis = Redis.from_url(svc.redis_url)
             try:
@@ -106,12 +138,12 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def run(
-    args: argparse.Namespace, settings: Settings, redis: Redis, fake: MailchimpFake,
+    args: argparse.Namespace, settings: Settings, redis: Redis, fake: FakeProvider,
     base_url: str, list_id: str, tag: str,
 ) -> None:
     assert settings.secret_key and settings.kafka_bootstrap
     profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get())
-    profile = await profiles.create("bench", "mailchimp", fake.credentials(), base_url)
+    profile = await profiles.create("bench", args.provider, fake.credentials(), base_url)
     await profiles.sync_lists(profile.id)
     await DefinitionStore(redis, settings.key_prefix).put("bench", {
         **SEGMENT, "auto_responder": {"profile_id": profile.id, "list_id": list_id,
@@ -121,9 +153,13 @@ async def run(
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
     await producer.start()
     try:
-        in_segment = lambda: fake.state.segment_emails(list_id, tag)  # noqa: E731
+        in_segment = tagged(fake, list_id, tag)
         await warm_up(producer, settings, in_segment)
-        await latency_phase(args, producer, settings, in_segment)
+        if args.provider == "mailchimp":
+            await latency_phase(args, producer, settings, in_segment)
+        else:  # 5 req/s (ActiveCampaign), 240/min (Sendlane): no 1k/s phase is possible
+            limit = LIMITS[args.provider]
+            print(f"{args.provider}: fixed-rate latency phase skipped (rate limit {limit})")
         await burst_phase(args, producer, settings, in_segment)
         print(f"{'sync worker counters':<52} {counters.as_dict()}")
     finally:
@@ -178,17 +214,21 @@ async def burst_phase(
     await watch(in_segment, before + args.burst, dict.fromkeys(in_segment(), 0.0), limit_s=300)
     seconds = time.monotonic() - started
     synced = len(in_segment()) - before
-    # Mailchimp: 10 connections, each call carries up to 500 members (upsert, then segment add)
-    ceiling = 10 * 500 / (2 * args.latency) if args.latency > 0 else float("inf")
     print(f"{'burst of adds synced':<52} {synced:,} of {args.burst:,} in {seconds:.1f} s")
-    print(f"{'members synced per second, one worker':<52} {synced / seconds:>8,.0f} /s"
-          f"   (Mailchimp's limit allows ~{ceiling:,.0f}/s at {args.latency * 1000:.0f} ms)")
+    print(f"{'members synced per second, one worker':<52} {synced / seconds:>8,.1f} /s"
+          f"   ({args.provider}: {LIMITS[args.provider]})")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--burst", type=int, default=20_000)
+    parser.add_argument("--burst", type=int, default=None,
+                        help="adds in the burst (20,000 for mailchimp, 40 for the others)")
+    parser.add_argument("--provider", choices=sorted(FAKES), default="mailchimp")
     parser.add_argument("--latency", type=float, default=0.02, help="fake provider latency, s")
-    asyncio.run(main(parser.parse_args()))
+    parsed = parser.parse_args()
+    if parsed.burst is None:
+        parsed.burst = 20_000 if parsed.provider == "mailchimp" else 40
+    PROBE = 1 + parsed.burst
+    asyncio.run(main(parsed))

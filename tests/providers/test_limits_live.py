@@ -91,9 +91,11 @@ async def test_activecampaign_429_retry_after_is_honoured(activecampaign: Harnes
 
 
 async def test_sendlane_window_limit_is_kept(sendlane: Harness) -> None:
-    # 240/min scaled down to 12 per 0.5 s so the test takes about a second.
+    # 240/min scaled down to 12 per 0.5 s so the test takes a few seconds. The margin covers
+    # the gap between when the client sends and when the server counts, which grows when the
+    # machine is busy (a 0.05 s margin failed under a full parallel CI load).
     sendlane.fake.rate_limit = (12, 0.5)
-    limits = ProviderLimits({"sendlane": LimitPolicy(max_calls=12, period=0.5, margin=0.05)})
+    limits = ProviderLimits({"sendlane": LimitPolicy(max_calls=12, period=0.5, margin=0.3)})
     list_id, segments = sendlane.seed_list("Paced", "VIP")
     emails = [f"s{i}@shop.test" for i in range(8)]
     async with sendlane.client(limits=limits) as client:

@@ -250,9 +250,7 @@ class Processor:
             await self.store.set_global_meta({"kafka_cluster_id": current})
 
     async def _wipe(self, partition: int) -> None:
-        pattern = f"{self.store.keys(partition).tag}:*"
-        async for key in self.redis.scan_iter(match=pattern, count=1000):
-            await self.redis.delete(key)
+        await self.store.wipe_partition(partition)
         if self.engine is not None and partition in self.engine.owned:
             self.engine.owned[partition].cache.clear()
 

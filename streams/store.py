@@ -14,7 +14,7 @@ source of truth for exactly-once: on assignment the consumer seeks to them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,17 +136,13 @@ class StateStore:
                 pipe.hset(keys.meta, mapping=write.meta)
             await pipe.execute()
 
-    async def wipe_partition(self, partition: int, segment_ids: Iterable[str]) -> None:
-        keys = self.keys(partition)
-        names = [keys.state, keys.offsets, keys.meta, *(keys.members(s) for s in segment_ids)]
-        await self.redis.delete(*names)
+    async def wipe_partition(self, partition: int) -> None:
+        """Delete every key of a partition, member sets of segments long deleted included."""
+        async for key in self.redis.scan_iter(match=f"{self.keys(partition).tag}:*", count=1000):
+            await self.redis.delete(key)
 
     async def member_count(self, partitions: int, segment_id: str) -> int:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for p in range(partitions):
-                pipe.scard(self.keys(p).members(segment_id))
-            counts: list[int] = await pipe.execute()
-        return sum(counts)
+        return (await self.member_counts(partitions, [segment_id]))[segment_id]
 
     async def member_counts(self, partitions: int, segment_ids: list[str]) -> dict[str, int]:
         """Members of each segment, summed over partitions, in one round trip."""

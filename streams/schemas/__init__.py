@@ -13,22 +13,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from segments.events import EVENT_TYPES
+
 __all__ = ["SCHEMA_NAMES", "all_schemas", "load_schema"]
 
-SCHEMA_NAMES: tuple[str, ...] = (
-    "event",
-    "prospect.created",
-    "customer.created",
-    "customer.updated",
-    "customer.deleted",
-    "order.placed",
-    "order.declined",
-    "order.refunded",
-    "order.chargeback",
-    "subscription.started",
-    "subscription.cancelled",
-    "membership",
-)
+SCHEMA_NAMES: tuple[str, ...] = ("event", *EVENT_TYPES, "membership")
 
 
 @cache

@@ -18,27 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from segments.events import EVENT_TYPES, TOPIC_OF_TYPE
+
 Schema = dict[str, Any]
 
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE: Final = "urn:segstream:schema:"
 
-EVENT_TYPES: Final = (
-    "prospect.created",
-    "customer.created",
-    "customer.updated",
-    "customer.deleted",
-    "order.placed",
-    "order.declined",
-    "order.refunded",
-    "order.chargeback",
-    "subscription.started",
-    "subscription.cancelled",
-)
-TOPIC_OF_TYPE: Final = {
-    name: "customers" if name.startswith(("customer.", "prospect.")) else "orders"
-    for name in EVENT_TYPES
-}
 MEMBERSHIP: Final = "membership"
 ENVELOPE: Final = "event"
 NAMES: Final = (ENVELOPE, *EVENT_TYPES, MEMBERSHIP)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -21,20 +20,13 @@ from tests.providers.test_worker import (
     setup_target,
     sync_settings,  # noqa: F401  (fixture)
 )
-from tests.streams.helpers import wait_for
+from tests.streams.helpers import role_env, wait_for
 
 
 def _spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     assert settings.secret_key is not None
-    env = {**os.environ,
-           "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-           "SEGSTREAM_REDIS_URL": settings.redis_url or "",
-           "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-           "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
-           "SEGSTREAM_GROUP_ID": settings.group_id,
-           "SEGSTREAM_PARTITIONS": str(settings.partitions),
-           "SEGSTREAM_SESSION_TIMEOUT_MS": "3000",
-           "SEGSTREAM_API_TOKEN": "t", "SEGSTREAM_SECRET_KEY": settings.secret_key.get()}
+    env = role_env(settings, SEGSTREAM_SESSION_TIMEOUT_MS="3000", SEGSTREAM_API_TOKEN="t",
+                   SEGSTREAM_SECRET_KEY=settings.secret_key.get())
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "sync"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)

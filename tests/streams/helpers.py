@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -153,3 +154,15 @@ async def members(settings: Settings, redis: Redis, segment_id: str) -> set[str]
         raw = await redis.smembers(PartitionKeys(settings.key_prefix, p).members(segment_id))
         found |= {m.decode() for m in raw}
     return found
+
+
+def role_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a `segstream` role subprocess use these settings."""
+    env = {**os.environ,
+           "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+           "SEGSTREAM_REDIS_URL": settings.redis_url or "",
+           "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+           "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
+           "SEGSTREAM_GROUP_ID": settings.group_id,
+           "SEGSTREAM_PARTITIONS": str(settings.partitions)}
+    return env | extra

@@ -18,17 +18,14 @@ import pytest
 from redis.asyncio import Redis
 
 from streams.settings import Settings
-from tests.streams.helpers import create_topics, event, running_processor, state_of, wait_for
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {**os.environ,
-            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-            "SEGSTREAM_REDIS_URL": settings.redis_url or "",
-            "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
-            "SEGSTREAM_GROUP_ID": settings.group_id,
-            "SEGSTREAM_PARTITIONS": str(settings.partitions), **extra}
+from tests.streams.helpers import (
+    create_topics,
+    event,
+    role_env,
+    running_processor,
+    state_of,
+    wait_for,
+)
 
 
 def _segstream(*args: str, env: dict[str, str], stdin: bytes | None = None,
@@ -49,7 +46,7 @@ async def test_produce_validates_sends_valid_lines_and_names_bad_ones(
     ]
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    result = _segstream("produce", str(path), env=_env(settings))
+    result = _segstream("produce", str(path), env=role_env(settings))
     output = result.stderr.decode()
     assert result.returncode == 1, output  # a rejected line makes the exit code say so
     assert "line 3" in output and "missing_field" in output
@@ -57,7 +54,7 @@ async def test_produce_validates_sends_valid_lines_and_names_bad_ones(
     async with running_processor(settings, redis_client):
         await wait_for(lambda: _applied(settings, redis_client, "c-p1"), what="produced events")
 
-    from_stdin = _segstream("produce", "-", env=_env(settings), stdin=lines[0] + b"\n")
+    from_stdin = _segstream("produce", "-", env=role_env(settings), stdin=lines[0] + b"\n")
     assert from_stdin.returncode == 0, from_stdin.stderr.decode()
 
 
@@ -71,14 +68,14 @@ async def test_lag_reports_every_partition_as_table_and_json(settings: Settings)
     from tests.streams.helpers import produce
 
     await produce(settings, [event("customer.created", f"c-l{n}", f"l{n}") for n in range(6)])
-    result = _segstream("lag", "--json", env=_env(settings))
+    result = _segstream("lag", "--json", env=role_env(settings))
     assert result.returncode == 0, result.stderr.decode()
     rows = json.loads(result.stdout)
     customers = [r for r in rows if r["topic"] == f"{settings.topic_prefix}customers"]
     assert len(customers) == settings.partitions
     assert sum(r["lag"] for r in customers) == 6  # nothing consumed yet
     assert all(r["group"] == settings.group_id and r["committed"] is None for r in customers)
-    table = _segstream("lag", env=_env(settings))
+    table = _segstream("lag", env=role_env(settings))
     assert "customers" in table.stdout.decode() and "lag" in table.stdout.decode()
 
 

@@ -8,7 +8,6 @@ membership in Redis must equal a full recomputation from all events, and the mem
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from tests.streams.helpers import (
     members,
     produce,
     read_topic,
+    role_env,
     state_of,
     wait_for,
 )
@@ -51,17 +51,8 @@ SEGMENTS = {
 
 
 def _spawn(settings: Settings, log: BinaryIO) -> subprocess.Popen[bytes]:
-    env = {**os.environ,
-           "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-           "SEGSTREAM_REDIS_URL": settings.redis_url or "",
-           "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-           "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
-           "SEGSTREAM_GROUP_ID": settings.group_id,
-           "SEGSTREAM_PARTITIONS": str(settings.partitions),
-           "SEGSTREAM_BATCH_MAX": "300",
-           "SEGSTREAM_SESSION_TIMEOUT_MS": "4000",
-           "SEGSTREAM_API_TOKEN": "test-token",
-           "SEGSTREAM_SECRET_KEY": "k" * 32}
+    env = role_env(settings, SEGSTREAM_BATCH_MAX="300", SEGSTREAM_SESSION_TIMEOUT_MS="4000",
+                   SEGSTREAM_API_TOKEN="test-token", SEGSTREAM_SECRET_KEY="k" * 32)
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "process"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 

@@ -25,6 +25,7 @@ from segments.money import amount_problem
 __all__ = [
     "EVENT_TYPES",
     "TOPIC_OF_TYPE",
+    "TYPE_OF_CLASS",
     "Address",
     "CustomerCreated",
     "CustomerDeleted",
@@ -241,10 +242,10 @@ _CLASSES: Final[tuple[type[_Envelope], ...]] = (
     SubscriptionStarted,
     SubscriptionCancelled,
 )
-_TYPE_OF_CLASS: Final[dict[type, str]] = {
+TYPE_OF_CLASS: Final[dict[type, str]] = {
     cls: str(cls.__struct_config__.tag) for cls in _CLASSES
 }
-EVENT_TYPES: Final[tuple[str, ...]] = tuple(_TYPE_OF_CLASS.values())
+EVENT_TYPES: Final[tuple[str, ...]] = tuple(TYPE_OF_CLASS.values())
 TOPIC_OF_TYPE: Final[dict[str, str]] = {
     name: "customers" if name.startswith(("customer.", "prospect.")) else "orders"
     for name in EVENT_TYPES
@@ -273,7 +274,7 @@ def encode_event(ev: Event) -> bytes:
 
 def event_type(ev: Event) -> str:
     """The contract `type` of an event, e.g. "order.placed"."""
-    return _TYPE_OF_CLASS[type(ev)]
+    return TYPE_OF_CLASS[type(ev)]
 
 
 def occurred_ms(ev: Event) -> int:

@@ -163,8 +163,13 @@ _DECODER: Final = msgspec.msgpack.Decoder(tuple[int, bytes, FeatureState], dec_h
 def encode_state(state: FeatureState) -> bytes:
     """msgpack bytes of the state; the mask travels as bytes since it may exceed 64 bits."""
     mask = state.segments_mask
-    body = msgspec.structs.replace(state, segments_mask=0) if mask else state
-    return _ENCODER.encode((_FORMAT_VERSION, _mask_bytes(mask), body))
+    if not mask:
+        return _ENCODER.encode((_FORMAT_VERSION, b"", state))
+    state.segments_mask = 0  # in place, not a copy of the whole struct: restored below
+    try:
+        return _ENCODER.encode((_FORMAT_VERSION, _mask_bytes(mask), state))
+    finally:
+        state.segments_mask = mask
 
 
 def decode_state(raw: bytes) -> FeatureState:

@@ -24,18 +24,23 @@ from typing import Any, Protocol
 
 from segments.definitions import SegmentDefinition
 from segments.evaluator import SegmentIndex
-from segments.events import TOPIC_OF_TYPE, InvalidEvent, decode_event, event_type
+from segments.events import (
+    TOPIC_OF_TYPE,
+    TYPE_OF_CLASS,
+    CustomerDeleted,
+    InvalidEvent,
+    decode_event,
+    event_type,
+)
 from segments.features import FeatureState, apply_event, decode_state, encode_state, new_state
 from streams.definitions import DefinitionSet
-from streams.membership import dlq_headers, iso_ms, membership_record
+from streams.membership import SegmentRecords, dlq_headers, iso_ms
 from streams.output import BatchProducer
 from streams.partitioning import owner_partition
 from streams.store import PartitionWrite, StateStore
 from streams.topics import TopicNames
 
 log = logging.getLogger("segstream.engine")
-
-DELETED_TYPE = "customer.deleted"
 
 
 class Record(Protocol):
@@ -94,7 +99,12 @@ class _Pending:
 
     events: list[Any] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)
-    offsets: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    """topic -> offset of the last record of this partition in the batch."""
+
+    def offsets(self, partition: int) -> dict[str, int]:
+        """The next offsets to read, as stored beside the state ("<topic>:<partition>")."""
+        return {f"{topic}:{partition}": offset + 1 for topic, offset in self.last.items()}
 
 
 class Engine:
@@ -118,9 +128,13 @@ class Engine:
         self.owned: dict[int, OwnedPartition] = {}
         self.backfills: dict[int, Backfill] = {}
         self.stats = EngineStats()
-        self._topic_of_type = {t: getattr(topics, k) for t, k in TOPIC_OF_TYPE.items()}
+        self._topic_of_class = {
+            cls: getattr(topics, TOPIC_OF_TYPE[name]) for cls, name in TYPE_OF_CLASS.items()
+        }
         self._repartition = topics.repartition
         self._clock = clock
+        self._records: dict[tuple[int, str], SegmentRecords | None] = {}
+        self._changed_at = ""
         self.set_definitions(definitions)
 
     # -- definitions ------------------------------------------------------------------------
@@ -146,6 +160,7 @@ class Engine:
         """Apply one batch of records from owned partitions (any topics, any order)."""
         pending: dict[int, _Pending] = {}
         applied_before = self.stats.applied
+        self._new_batch(now_ms)
         for record in records:
             work = pending.get(record.partition)
             if work is None:
@@ -161,15 +176,20 @@ class Engine:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
         self._evict()
 
+    def _new_batch(self, now_ms: int) -> None:
+        """Per-batch constants: the batch's `changed_at` and the records prepared with it."""
+        self._changed_at = iso_ms(now_ms)
+        self._records = {}
+
     def _decode(self, record: Record, work: _Pending) -> None:
-        work.offsets[f"{record.topic}:{record.partition}"] = record.offset + 1
+        work.last[record.topic] = record.offset
         self.stats.events += 1
         try:
             event = decode_event(record.value or b"")
         except InvalidEvent as exc:
             self._dead_letter(record, exc.code, exc.reason)
             return
-        expected = self._topic_of_type[event_type(event)]
+        expected = self._topic_of_class[type(event)]
         if record.topic != expected and record.topic != self._repartition:
             kind = event_type(event)
             reason = f"{kind} events belong on topic {expected!r}, not {record.topic!r}"
@@ -214,11 +234,10 @@ class Engine:
 
     def _apply_all(self, partition: int, work: _Pending, now_ms: int) -> PartitionWrite:
         cache = self.owned[partition].cache
-        write = PartitionWrite(offsets=work.offsets)
-        changed_at = iso_ms(now_ms)
+        write = PartitionWrite(offsets=work.offsets(partition))
         dirty: set[str] = set()
         for event in work.events:
-            self._apply_one(cache, event, now_ms, changed_at, write, dirty)
+            self._apply_one(cache, event, now_ms, write, dirty)
         for customer_id in dirty:
             state = cache[customer_id]
             if state is not None:
@@ -230,16 +249,14 @@ class Engine:
         cache: dict[str, FeatureState | None],
         event: Any,
         now_ms: int,
-        changed_at: str,
         write: PartitionWrite,
         dirty: set[str],
     ) -> None:
         customer_id = event.customer_id
         state = cache.get(customer_id)
-        if event_type(event) == DELETED_TYPE:
+        if type(event) is CustomerDeleted:
             if state is not None:
-                self._emit_diff(customer_id, state, 0, changed_at, "customer_deleted", write,
-                                event.event_id)
+                self._emit_diff(customer_id, state, 0, "customer_deleted", write, event.event_id)
                 cache[customer_id] = None
                 dirty.discard(customer_id)
                 write.delete_state(customer_id)
@@ -255,55 +272,59 @@ class Engine:
         dirty.add(customer_id)
         new_mask = self.index.evaluate(state, now_ms, changed)
         if new_mask != state.segments_mask:
-            self._emit_diff(customer_id, state, new_mask, changed_at, "event", write,
-                            event.event_id)
+            self._emit_diff(customer_id, state, new_mask, "event", write, event.event_id)
 
     def _emit_diff(
         self,
         customer_id: str,
         state: FeatureState,
         new_mask: int,
-        changed_at: str,
         reason: str,
         write: PartitionWrite,
         cause_event_id: str | None,
     ) -> None:
         """Queue one membership record per flipped bit and set `state.segments_mask`."""
-        old_mask = state.segments_mask
-        diff = old_mask ^ new_mask
+        diff = state.segments_mask ^ new_mask
+        state.segments_mask = new_mask
+        topic = self.topics.membership
+        output = self.output
+        partition = output.partition_of(topic, customer_id)
+        key = customer_id.encode()
+        who = SegmentRecords.who(customer_id, state.email)
+        cause_tail = SegmentRecords.cause_tail(cause_event_id)
         while diff:
             low = diff & -diff
             diff ^= low
-            slot = low.bit_length() - 1
-            added = bool(new_mask & low)
-            target = self._segment_of_slot(slot)
-            if target is None:
+            records = self._segment_records(low.bit_length() - 1, reason)
+            if records is None:
                 continue
-            segment_id, version, why = target
-            why = reason if why is None else why
-            value = membership_record(
-                added=added, segment_id=segment_id, version=version, customer_id=customer_id,
-                email=state.email, changed_at=changed_at, reason=why,
-                cause=cause_event_id or why, cause_event_id=cause_event_id,
-            )
-            self.output.add_keyed(self.topics.membership, customer_id, value)
+            added = bool(new_mask & low)
+            value = records.record(added, customer_id, cause_event_id or records.reason, who,
+                                   cause_tail)
+            output.add_record(topic, partition, key, value)
+            write.member(records.segment_id, customer_id, added)
             if added:
                 self.stats.added += 1
-                write.member_added(segment_id, customer_id)
             else:
                 self.stats.removed += 1
-                write.member_removed(segment_id, customer_id)
-        state.segments_mask = new_mask
 
-    def _segment_of_slot(self, slot: int) -> tuple[str, int, str | None] | None:
-        """(segment id, version, forced reason) of a bit: live, or deleted (a tombstone)."""
+    def _segment_records(self, slot: int, reason: str) -> SegmentRecords | None:
+        """Records of the segment behind a bit (live, or deleted: a tombstone) in this batch."""
+        key = (slot, reason)
+        try:
+            return self._records[key]
+        except KeyError:
+            pass
+        records: SegmentRecords | None = None
         definition = self._by_slot.get(slot)
         if definition is not None:
-            return definition.id, definition.version, None
-        tomb = self.definitions.tombstones.get(slot)
-        if tomb is not None:
-            return tomb[0], tomb[1], "segment_deleted"
-        return None
+            records = SegmentRecords(definition.id, definition.version, self._changed_at, reason)
+        else:
+            tomb = self.definitions.tombstones.get(slot)
+            if tomb is not None:
+                records = SegmentRecords(tomb[0], tomb[1], self._changed_at, "segment_deleted")
+        self._records[key] = records
+        return records
 
     def _evict(self) -> None:
         if not self.owned:
@@ -339,7 +360,7 @@ class Engine:
         if plan is None or partition not in self.owned:
             return 0
         cache = self.owned[partition].cache
-        changed_at = iso_ms(now_ms)
+        self._new_batch(now_ms)
         plan.cursor, blobs = await self.store.scan_states(partition, plan.cursor, chunk)
         write = PartitionWrite()
         flips = 0
@@ -349,7 +370,7 @@ class Engine:
                 cache[customer_id] = state
             new_mask = self.index.evaluate_all(state, now_ms)
             if new_mask != state.segments_mask:
-                flips += self._backfill_one(customer_id, state, new_mask, changed_at, write)
+                flips += self._backfill_one(customer_id, state, new_mask, write)
         plan.scanned += len(blobs)
         if plan.cursor == 0:
             write.meta["definitions"] = plan.fingerprint
@@ -370,11 +391,10 @@ class Engine:
         return flips
 
     def _backfill_one(
-        self, customer_id: str, state: FeatureState, new_mask: int, changed_at: str,
-        write: PartitionWrite,
+        self, customer_id: str, state: FeatureState, new_mask: int, write: PartitionWrite,
     ) -> int:
         flips = (state.segments_mask ^ new_mask).bit_count()
-        self._emit_diff(customer_id, state, new_mask, changed_at, "backfill", write, None)
+        self._emit_diff(customer_id, state, new_mask, "backfill", write, None)
         write.put_state(customer_id, encode_state(state))
         return flips
 

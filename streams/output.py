@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 
 from streams.partitioning import owner_partition
 
 Headers = Sequence[tuple[str, bytes]]
+_NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
 
 
 class BatchProducer:
@@ -45,8 +46,18 @@ class BatchProducer:
 
     def add_keyed(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
         """Add a record to the partition the default (murmur2) partitioner gives `key`."""
-        partition = owner_partition(key, self._partitions[topic])
-        self.add(topic, partition, key.encode(), value, headers)
+        self.add(topic, self.partition_of(topic, key), key.encode(), value, headers)
+
+    def partition_of(self, topic: str, key: str) -> int:
+        """The partition the default (murmur2) partitioner gives `key` in a known topic."""
+        return owner_partition(key, self._partitions[topic])
+
+    def add_record(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """`add` without headers, for the hot path."""
+        records = self._pending.get((topic, partition))
+        if records is None:
+            records = self._pending[(topic, partition)] = []
+        records.append((key, value, _NO_HEADERS))
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
@@ -66,10 +77,11 @@ class BatchProducer:
         futures = []
         batch = self.producer.create_batch()
         for key, value, headers in records:
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            listed = headers if headers is _NO_HEADERS else list(headers)
+            if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
                 futures.append(await self.producer.send_batch(batch, topic, partition=partition))
                 batch = self.producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+                batch.append(key=key, value=value, timestamp=None, headers=listed)
         if batch.record_count():
             futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         return futures

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 from redis.asyncio import Redis
 
 
@@ -54,8 +55,8 @@ class PartitionWrite:
 
     states: dict[str, bytes] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
-    added: dict[str, set[str]] = field(default_factory=dict)
-    removed: dict[str, set[str]] = field(default_factory=dict)
+    members: dict[str, dict[str, bool]] = field(default_factory=dict)
+    """segment id -> customer id -> member afterwards (the last change of the batch wins)."""
     offsets: dict[str, int] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
     drop_segments: set[str] = field(default_factory=set)
@@ -68,19 +69,71 @@ class PartitionWrite:
         self.states.pop(customer_id, None)
         self.deleted.add(customer_id)
 
+    def member(self, segment_id: str, customer_id: str, added: bool) -> None:
+        changes = self.members.get(segment_id)
+        if changes is None:
+            changes = self.members[segment_id] = {}
+        changes[customer_id] = added
+
     def member_added(self, segment_id: str, customer_id: str) -> None:
-        self.added.setdefault(segment_id, set()).add(customer_id)
-        self.removed.get(segment_id, set()).discard(customer_id)
+        self.member(segment_id, customer_id, True)
 
     def member_removed(self, segment_id: str, customer_id: str) -> None:
-        self.removed.setdefault(segment_id, set()).add(customer_id)
-        self.added.get(segment_id, set()).discard(customer_id)
+        self.member(segment_id, customer_id, False)
 
     def is_empty(self) -> bool:
         return not (
-            self.states or self.deleted or self.added or self.removed or self.offsets
-            or self.meta or self.drop_segments
+            self.states or self.deleted or self.members or self.offsets or self.meta
+            or self.drop_segments
         )
+
+
+# One atomic call per partition-batch. The payload is one msgpack argument, so the client packs
+# a single command instead of redis-py packing every field of HSET/SADD/SREM in Python (~12 µs a
+# command, and a cold batch has thousands of arguments); the server unpacks it with cmsgpack.
+# Every key it touches is in KEYS and shares the partition's hash tag: valid on Redis Cluster.
+# payload: [states flat, deleted, [[key index, members to add, members to remove]...],
+#           [key index to delete...], offsets flat, meta flat]
+_COMMIT_LUA: Final = """
+local p = cmsgpack.unpack(ARGV[1])
+local function each(cmd, key, items, step)
+  for i = 1, #items, step do
+    redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, #items)))
+  end
+end
+each('HSET', KEYS[1], p[1], 2000)
+each('HDEL', KEYS[1], p[2], 1000)
+for _, m in ipairs(p[3]) do
+  each('SADD', KEYS[m[1]], m[2], 1000)
+  each('SREM', KEYS[m[1]], m[3], 1000)
+end
+for _, k in ipairs(p[4]) do redis.call('DEL', KEYS[k]) end
+each('HSET', KEYS[2], p[5], 2000)
+each('HSET', KEYS[3], p[6], 2000)
+return 1
+"""
+_PAYLOAD: Final = msgspec.msgpack.Encoder()
+
+
+def _flat(mapping: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for key, value in mapping.items():
+        out.append(key)
+        out.append(_lua_bytes(value) if isinstance(value, bytes) else str(value))
+    return out
+
+
+def _lua_bytes(blob: bytes) -> msgspec.Raw:
+    """`blob` as a msgpack str: the server's cmsgpack predates the bin types (it rejects them),
+    and a str of any bytes becomes a Lua string unchanged."""
+    size = len(blob)
+    if size < 0x100:
+        head = b"\xd9" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        head = b"\xda" + size.to_bytes(2, "big")
+    else:
+        head = b"\xdb" + size.to_bytes(4, "big")
+    return msgspec.Raw(head + blob)
 
 
 class StateStore:
@@ -90,6 +143,7 @@ class StateStore:
         # redis-py types each command as sync-or-async; this class only uses the async client
         self.redis: Any = redis
         self.prefix = prefix
+        self._commit_script = redis.register_script(_COMMIT_LUA)
 
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
@@ -117,24 +171,25 @@ class StateStore:
         return int(next_cursor), {k.decode(): v for k, v in raw.items()}
 
     async def commit(self, partition: int, write: PartitionWrite) -> None:
-        """Apply `write` in one MULTI/EXEC: state, memberships and offsets move together."""
+        """Apply `write` atomically: state, memberships and offsets move together."""
         if write.is_empty():
             return
         keys = self.keys(partition)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if write.states:
-                pipe.hset(keys.state, mapping=write.states)
-            if write.deleted:
-                pipe.hdel(keys.state, *write.deleted)
-            _queue_sets(pipe, keys, write.added, "sadd")
-            _queue_sets(pipe, keys, write.removed, "srem")
-            for segment_id in write.drop_segments:
-                pipe.delete(keys.members(segment_id))
-            if write.offsets:
-                pipe.hset(keys.offsets, mapping=write.offsets)
-            if write.meta:
-                pipe.hset(keys.meta, mapping=write.meta)
-            await pipe.execute()
+        names = [keys.state, keys.offsets, keys.meta]
+        member_ops = []
+        for segment_id, changes in write.members.items():
+            names.append(keys.members(segment_id))
+            adds = [c for c, added in changes.items() if added]
+            member_ops.append((len(names), adds, [c for c, added in changes.items() if not added]))
+        drops = []
+        for segment_id in write.drop_segments:
+            names.append(keys.members(segment_id))
+            drops.append(len(names))
+        payload = _PAYLOAD.encode((
+            _flat(write.states), list(write.deleted), member_ops, drops, _flat(write.offsets),
+            _flat(write.meta),
+        ))
+        await self._commit_script(keys=names, args=[payload])
 
     async def wipe_partition(self, partition: int) -> None:
         """Delete every key of a partition, member sets of segments long deleted included."""
@@ -188,10 +243,3 @@ class StateStore:
 
     async def set_global_meta(self, values: Mapping[str, str]) -> None:
         await self.redis.hset(f"{self.prefix}:meta", mapping=dict(values))
-
-
-def _queue_sets(pipe: Any, keys: PartitionKeys, sets: dict[str, set[str]], op: str) -> None:
-    command = getattr(pipe, op)
-    for segment_id, members in sets.items():
-        if members:
-            command(keys.members(segment_id), *members)

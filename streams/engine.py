@@ -16,7 +16,6 @@ applied exactly once, membership changes may be produced twice with the same det
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -169,8 +168,7 @@ class Engine:
         await self._load_missing(pending)
         writes = {p: self._apply_all(p, work, now_ms) for p, work in pending.items()}
         await self.output.flush()
-        # each partition's MULTI/EXEC is atomic on its own slot: they need no order between them
-        await asyncio.gather(*(self.store.commit(p, write) for p, write in writes.items()))
+        await self.store.commit_many(writes)
         self.stats.batches += 1
         if self.backfills:
             self.stats.applied_during_backfill += self.stats.applied - applied_before

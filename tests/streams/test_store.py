@@ -51,3 +51,18 @@ async def test_an_empty_write_touches_nothing(redis_client: Redis) -> None:
     store = StateStore(redis_client, f"t{uuid.uuid4().hex[:8]}")
     await store.commit(0, PartitionWrite())
     assert await redis_client.keys(f"{store.keys(0).tag}*") == []
+
+
+async def test_commit_many_commits_each_partition(redis_client: Redis) -> None:
+    store = StateStore(redis_client, f"t{uuid.uuid4().hex[:8]}")
+    writes = {}
+    for p in range(4):
+        write = writes[p] = PartitionWrite(offsets={f"orders:{p}": p + 1})
+        write.put_state(f"c-{p}", bytes([p]) * 10)
+        write.member_added("vip", f"c-{p}")
+    writes[4] = PartitionWrite()  # nothing to do: skipped
+    await store.commit_many(writes)
+    for p in range(4):
+        assert await store.load_states(p, [f"c-{p}"]) == [bytes([p]) * 10]
+        assert await store.load_offsets(p) == {f"orders:{p}": p + 1}
+        assert await redis_client.smembers(store.keys(p).members("vip")) == {f"c-{p}".encode()}

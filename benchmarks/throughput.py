@@ -20,8 +20,9 @@ Throughput mode:
 * cold@max(segments): pass 1 is produced, then `python -m streams.cli process` starts on empty
   state. Events/s from the first to the last applied event, read every 20 ms from the offsets
   the processor commits to Redis with each batch (`<key_prefix>:{p<N>}:offsets`); the events of
-  the first observed commit are left out of the count. Redis `used_memory` delta / customers,
-  with a MEMORY USAGE breakdown, is measured here.
+  the first observed commit are left out of the count. Redis `used_memory` delta less client
+  connection buffers (transient: they hold the last commit payload) / customers, with a MEMORY
+  USAGE breakdown, is measured here.
 * cold@min(segments) then steady@min(segments): pass 1 as above; then the processor is frozen
   (SIGSTOP, shorter than its session timeout, so it keeps its partitions and warm cache), pass 2
   (new events for the same customers) is produced, the processor resumed (SIGCONT), and only
@@ -649,17 +650,25 @@ class Bench:
             child.stop()
         self.children.clear()
 
-    async def used_memory(self) -> int:
+    async def used_memory(self) -> tuple[int, int]:
+        """Redis `used_memory` and, within it, client connection buffers (`mem_clients_normal`)."""
         info = await self.redis.info("memory")
-        return int(info["used_memory"])
+        return int(info["used_memory"]), int(info["mem_clients_normal"])
 
-    def memory(self, segments: int, delta: int, customers: int, when: str) -> None:
+    def memory(self, segments: int, before: tuple[int, int], after: tuple[int, int],
+               customers: int, when: str) -> None:
+        """Per customer: the used_memory delta less client buffers, which hold the last batch's
+        commit payload for a while (transient, per connection, bounded by the batch size, not
+        by the number of customers); the buffers are shown beside it."""
+        delta = (after[0] - after[1]) - (before[0] - before[1])
         per_customer = delta / customers
         checked = segments == 50 and when == "after pass 1"
         verdict = "PASS" if per_customer <= TARGET_BYTES_PER_CUSTOMER else "MISS"
         self.extra.append((
-            f"Redis used_memory delta per customer, {segments} segments, {when}",
-            f"{per_customer:,.0f} B ({delta:,} B / {customers:,} customers)",
+            f"Redis per customer (used_memory delta less client buffers), {segments} segments, "
+            f"{when}",
+            f"{per_customer:,.0f} B ({delta:,} B / {customers:,} customers; client buffers "
+            f"{after[1]:,} B, used_memory delta {after[0] - before[0]:,} B)",
             f"<= {TARGET_BYTES_PER_CUSTOMER:,} B" if checked else "",
             verdict if checked else "",
         ))
@@ -722,7 +731,7 @@ async def scenario_cold(bench: Bench, data: Pass, segments: int) -> None:
     target = TARGET_COLD_EPS if segments == 50 else None
     bench.row(f"ours cold start, {segments} segments", timed, changes, len(data.records),
               target)
-    bench.memory(segments, memory_after - memory_before, data.customers, "after pass 1")
+    bench.memory(segments, memory_before, memory_after, data.customers, "after pass 1")
     await bench.memory_breakdown(key_prefix, segments, data.customers)
 
 
@@ -745,7 +754,7 @@ async def scenario_steady(
                   target)
         bench.masks[segments] = await our_masks(bench.redis, key_prefix, parts)
         if cold_memory:
-            bench.memory(segments, memory_pass1 - memory_before, first.customers, "after pass 1")
+            bench.memory(segments, memory_before, memory_pass1, first.customers, "after pass 1")
         await asyncio.sleep(1.0)  # let it settle into its idle loop (Kafka commit, gc)
         assignments = child.log_count("assigned partitions")
         child.pause()
@@ -770,7 +779,7 @@ async def scenario_steady(
     bench.row(f"ours steady state, {segments} segments", steady, changes2, len(second.records),
               target)
     customers = len({r[1] for r in first.records} | {r[1] for r in second.records})
-    bench.memory(segments, memory_after - memory_before, customers, "after 2 passes")
+    bench.memory(segments, memory_before, memory_after, customers, "after 2 passes")
 
 
 async def scenario_faust(bench: Bench, data: Pass, segments: int) -> Row | None:
@@ -905,6 +914,86 @@ async def run_latency(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
                             "", ""))
     bench.extra.append(("CPU% during the fixed-rate phase",
                         ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items()), "", ""))
+
+
+async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
+    """The baseline for the latency figure, in the same run: what this broker gives a pipeline
+    that does nothing. Same warm-up history, producer, rate and duration as `run_latency`; a
+    plain aiokafka forwarder (in this process) copies every input record to an output topic as
+    soon as it is fetched, and a reader measures stamp -> received, two broker hops like ours."""
+    args = bench.args
+    topics, _ = await bench.setup("floor", 0)
+    kafka, parts = bench.services.kafka, args.partitions
+    await bench.produce(topics, warmup, "latency floor warm-up")
+    inputs = [TopicPartition(t, p) for t in (topics.customers, topics.orders)
+              for p in range(parts)]
+    outputs = [TopicPartition(topics.membership, p) for p in range(parts)]
+    starts = await high_watermarks(kafka, inputs + outputs)
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    forwarder = asyncio.create_task(_forward(kafka, inputs, starts, topics.membership, stop))
+    reader = asyncio.create_task(_read_stamps(kafka, outputs, starts, latencies, stop))
+    await asyncio.sleep(1.5)  # both consumers fetching
+    processes = {"broker": bench.services.processes()["broker"], "harness": psutil.Process()}
+    cpu0 = _cpu(processes)
+    t0 = time.perf_counter()
+    sent, _, _ = await _produce_at_rate(kafka, topics, parts, timed_pass.events, args.rate,
+                                        args.duration)
+    elapsed = time.perf_counter() - t0
+    cpu = {k: max(0.0, 100.0 * (v - cpu0[k]) / elapsed) for k, v in _cpu(processes).items()}
+    await asyncio.sleep(2.0)
+    stop.set()
+    await asyncio.gather(forwarder, reader)
+    latencies.sort()
+    bench.extra.append((
+        "baseline: plain forwarder on this broker, same traffic (stamp -> received) p50 / p99",
+        f"{_quantile(latencies, 0.5):.1f} / {_quantile(latencies, 0.99):.1f} ms "
+        f"({len(latencies)} of {sent}; CPU broker {cpu.get('broker', float('nan')):.0f}%, "
+        f"harness {cpu['harness']:.0f}%)", "", ""))
+
+
+async def _forward(kafka: str, inputs: list[TopicPartition], starts: dict[TopicPartition, int],
+                   output: str, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
+                                fetch_max_wait_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign(inputs)
+        for tp in inputs:
+            consumer.seek(tp, starts[tp])
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            futures = [await producer.send(output, r.value, key=r.key, partition=tp.partition)
+                       for tp, records in batch.items() for r in records]
+            if futures:
+                await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _read_stamps(kafka: str, outputs: list[TopicPartition],
+                       starts: dict[TopicPartition, int], latencies: list[float],
+                       stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
+                                fetch_max_wait_ms=LATENCY_READER_FETCH_WAIT_MS)
+    await consumer.start()
+    try:
+        consumer.assign(outputs)
+        for tp in outputs:
+            consumer.seek(tp, starts[tp])
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            received = time.time_ns() / 1e6
+            for records in batch.values():
+                for record in records:
+                    _, _, stamp = orjson.loads(record.value)["event_id"].rpartition("@")
+                    if stamp.isdigit():
+                        latencies.append(received - int(stamp) / 1000.0)
+    finally:
+        await consumer.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1203,6 +1292,7 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.mode in ("throughput", "both"):
                 await run_throughput(bench, passes[:2])
             if args.mode in ("latency", "both"):
+                await run_latency_floor(bench, passes[0], passes[2])
                 await run_latency(bench, passes[0], passes[2])
         except BaseException:
             for child in bench.children:

@@ -30,7 +30,7 @@ from streams.topics import TopicNames, cluster_id, ensure_topics, high_watermark
 
 log = logging.getLogger("segstream.processor")
 
-GC_FULL_COLLECT_SECONDS = 30.0
+GC_FULL_COLLECT_SECONDS = 600.0
 DEFINITIONS_POLL_SECONDS = 0.5
 KAFKA_COMMIT_SECONDS = 0.5
 

@@ -8,7 +8,8 @@ writer, so the cache is coherent). A batch goes through five steps with no await
 2. load, in one HMGET per partition, the states the cache lacks;
 3. apply each event, re-evaluate only the segments whose inputs changed, queue membership changes;
 4. flush every produced record and wait for the broker's acknowledgement;
-5. commit states, member sets and the consumed offsets of each partition in one MULTI/EXEC.
+5. commit states, member sets and the consumed offsets of each partition in one atomic script
+   call (all partitions pipelined in one round trip).
 
 A crash anywhere before 5 replays the batch from the offsets stored in Redis: state changes are
 applied exactly once, membership changes may be produced twice with the same deterministic ids.

@@ -1,7 +1,7 @@
 """Redis layout of the processor's state, and the atomic per-partition commit.
 
 Every key a partition writes carries the partition as its hash tag (`{p3}`), so one batch of one
-partition commits in a single MULTI/EXEC on one slot, on a single Redis and on Redis Cluster alike:
+partition commits in one atomic script call on one slot, on one Redis and on Redis Cluster alike:
 
     <prefix>:{p3}:state          hash   customer_id -> msgpack FeatureState
     <prefix>:{p3}:offsets        hash   "<topic>:<partition>" -> next offset to read

@@ -36,6 +36,7 @@ from segments.features import FeatureState, apply_event, decode_state, encode_st
 from streams.definitions import DefinitionSet
 from streams.membership import SegmentRecords, dlq_headers, iso_ms
 from streams.output import BatchProducer
+from streams.output import Pending as OutputRecords
 from streams.partitioning import owner_partition
 from streams.store import PartitionWrite, StateStore
 from streams.topics import TopicNames
@@ -91,6 +92,14 @@ class Backfill:
     fingerprint: str
     cursor: int = 0
     scanned: int = 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch applied to the cache, with what `Engine.finish` must send and commit."""
+
+    writes: dict[int, PartitionWrite]
+    output: OutputRecords
 
 
 @dataclass
@@ -158,6 +167,14 @@ class Engine:
 
     async def process(self, records: Iterable[Record], now_ms: int) -> None:
         """Apply one batch of records from owned partitions (any topics, any order)."""
+        await self.finish(await self.prepare(records, now_ms))
+
+    async def prepare(self, records: Iterable[Record], now_ms: int) -> Prepared:
+        """Steps 1-3 of a batch: the cache moves on, nothing is sent or committed yet.
+
+        The processor may prepare the next batch while `finish` of this one runs, as long as
+        it finishes batches in order.
+        """
         pending: dict[int, _Pending] = {}
         applied_before = self.stats.applied
         self._new_batch(now_ms)
@@ -168,12 +185,16 @@ class Engine:
             self._decode(record, work)
         await self._load_missing(pending)
         writes = {p: self._apply_all(p, work, now_ms) for p, work in pending.items()}
-        await self.output.flush()
-        await self.store.commit_many(writes)
-        self.stats.batches += 1
         if self.backfills:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
-        self._evict()
+        self._evict(writes.values())
+        return Prepared(writes, self.output.detach())
+
+    async def finish(self, prepared: Prepared) -> None:
+        """Steps 4-5: send the batch's records, wait for the acks, then commit it in Redis."""
+        await self.output.send(prepared.output)
+        await self.store.commit_many(prepared.writes)
+        self.stats.batches += 1
 
     def _new_batch(self, now_ms: int) -> None:
         """Per-batch constants: the batch's `changed_at` and the records prepared with it."""
@@ -325,15 +346,29 @@ class Engine:
         self._records[key] = records
         return records
 
-    def _evict(self) -> None:
+    def _evict(self, uncommitted: Iterable[PartitionWrite] = ()) -> None:
+        """Trim each partition's cache to its share, oldest first.
+
+        A customer whose write is not committed yet stays: loading it back from Redis before
+        the commit would read an older state.
+        """
         if not self.owned:
             return
+        keep: set[str] = set()
+        for write in uncommitted:
+            keep.update(write.states)
+            keep.update(write.deleted)
         per_partition = max(1, self.cache_size // len(self.owned))
         for owned in self.owned.values():
             excess = len(owned.cache) - per_partition
-            if excess > 0:
-                for customer_id in list(owned.cache)[:excess]:
+            if excess <= 0:
+                continue
+            for customer_id in list(owned.cache):
+                if excess <= 0:
+                    break
+                if customer_id not in keep:
                     del owned.cache[customer_id]
+                    excess -= 1
 
     # -- backfill on definition changes ---------------------------------------------------------
 

@@ -18,6 +18,7 @@ from streams.partitioning import owner_partition
 
 Headers = Sequence[tuple[str, bytes]]
 _NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
+Pending = dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]]
 
 
 class BatchProducer:
@@ -25,7 +26,7 @@ class BatchProducer:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
-        self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]] = {}
+        self._pending: Pending = {}
         self._partitions: dict[str, int] = {}
 
     async def partitions_of(self, topic: str) -> int:
@@ -62,9 +63,17 @@ class BatchProducer:
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
 
+    def detach(self) -> Pending:
+        """Take everything added so far, to `send` later; new records start a new set."""
+        pending, self._pending = self._pending, {}
+        return pending
+
     async def flush(self) -> None:
         """Send everything pending and wait until the broker acknowledged all of it."""
-        pending, self._pending = self._pending, {}
+        await self.send(self.detach())
+
+    async def send(self, pending: Pending) -> None:
+        """Send what `detach` took and wait until the broker acknowledged all of it."""
         futures: list[asyncio.Future[Any]] = []
         for (topic, partition), records in pending.items():
             futures.extend(await self._send_records(topic, partition, records))

@@ -22,7 +22,7 @@ from aiokafka.structs import OffsetAndMetadata
 from redis.asyncio import Redis
 
 from streams.definitions import DefinitionStore
-from streams.engine import Engine
+from streams.engine import Engine, Prepared
 from streams.output import BatchProducer
 from streams.settings import Settings
 from streams.store import StateStore
@@ -60,6 +60,7 @@ class Processor:
         self._producer: AIOKafkaProducer | None = None
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._finishing: asyncio.Future[None] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -125,10 +126,21 @@ class Processor:
                 fetch = asyncio.ensure_future(consumer.getmany(
                     timeout_ms=0 if busy else 200, max_records=self.settings.batch_max
                 ))
-                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                # while batch N is sent and committed (`_finishing`), batch N+1 is fetched
+                waiting: set[asyncio.Future[Any]] = {fetch, stop_wait}
+                if self._finishing is not None:
+                    waiting.add(self._finishing)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if self._finishing is not None and self._finishing.done():
+                    await self.drain()  # raises what the finish raised
                 if not fetch.done():
-                    fetch.cancel()
-                    break
+                    if self._stopping.is_set():
+                        fetch.cancel()
+                        break
+                    await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if not fetch.done():
+                        fetch.cancel()
+                        break
                 batch = fetch.result()
                 async with self.lock:
                     if batch:
@@ -138,9 +150,11 @@ class Processor:
                         last_defs = now
                         await self.refresh_definitions()
                     if self.engine is not None and self.engine.backfills:
+                        await self.drain()
                         await self._backfill_steps()
                     await self._commit_kafka()
-                self.ready.set()
+                if self._finishing is None:
+                    self.ready.set()
                 gc.freeze()
                 if time.monotonic() - last_gc > GC_FULL_COLLECT_SECONDS:
                     last_gc = time.monotonic()
@@ -148,15 +162,32 @@ class Processor:
                     gc.collect()
         finally:
             stop_wait.cancel()
+            await self.drain()
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Prepare the batch, then hand its send and commit to `_finishing` (after the
+        previous one's: batches finish in order)."""
         assert self.engine is not None
         owned = self.engine.owned
         records = [r for tp, rs in batch.items() if tp.partition in owned for r in rs]
-        await self.engine.process(records, self.clock())
-        for tp, rs in batch.items():
-            if rs and tp.partition in owned:
-                self._uncommitted[tp] = rs[-1].offset + 1
+        prepared = await self.engine.prepare(records, self.clock())
+        positions = {tp: rs[-1].offset + 1 for tp, rs in batch.items()
+                     if rs and tp.partition in owned}
+        await self.drain()
+        self._finishing = asyncio.ensure_future(self._finish(prepared, positions))
+
+    async def _finish(self, prepared: Prepared, positions: dict[TopicPartition, int]) -> None:
+        assert self.engine is not None
+        await self.engine.finish(prepared)
+        self._uncommitted.update(positions)
+        self.ready.set()
+
+    async def drain(self) -> None:
+        """Wait until the batch being sent and committed is done (before anything else touches
+        Redis state or the partitions: definitions, backfill, rebalance, shutdown)."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            await finishing
 
     async def _commit_kafka(self, force: bool = False) -> None:
         """Tell the group how far we are (for lag); Redis offsets remain the truth."""
@@ -177,6 +208,7 @@ class Processor:
         assert self.engine is not None
         if await self.definition_store.revision() == self.engine.definitions.revision:
             return
+        await self.drain()
         self.engine.set_definitions(await self.definition_store.load())
         log.info("segment definitions now at revision %d", self.engine.definitions.revision)
         for p in sorted(self.engine.owned):
@@ -200,6 +232,7 @@ class Processor:
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         assert self.engine is not None
+        await self.drain()
         assert self.settings.kafka_bootstrap is not None
         by_partition: dict[int, list[TopicPartition]] = {}
         for tp in assigned:
@@ -226,6 +259,7 @@ class Processor:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         if self.engine is None:
             return
+        await self.drain()
         await self._commit_kafka(force=True)
         self.engine.release({tp.partition for tp in revoked})
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp not in revoked}

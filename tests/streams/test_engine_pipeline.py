@@ -1,0 +1,67 @@
+"""Batches prepared while the previous one is still being sent and committed (the processor's
+pipeline): states stay exact even when the cache must evict."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from segments.features import decode_state
+from streams.definitions import DefinitionStore
+from streams.engine import Engine
+from streams.output import BatchProducer
+from streams.partitioning import owner_partition
+from streams.settings import Settings
+from streams.store import StateStore
+from streams.topics import TopicNames
+from tests.streams.helpers import changes, create_topics, members, read_topic
+from tests.streams.test_engine_backfill import records
+from tests.streams.test_processor import BIG_SPENDERS, order
+
+
+async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_states(
+    settings: Settings, redis_client: Redis
+):
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    definitions = DefinitionStore(redis_client, settings.key_prefix)
+    await definitions.put("big", BIG_SPENDERS)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        output = BatchProducer(producer)
+        for topic in (topics.membership, topics.dlq, topics.repartition):
+            await output.partitions_of(topic)
+        store = StateStore(redis_client, settings.key_prefix)
+        # a cache far too small for a batch: every prepare wants to evict
+        engine = Engine(store, output, topics, settings.partitions, await definitions.load(),
+                        cache_size=settings.partitions)
+        for p in range(settings.partitions):
+            engine.own(p)
+        customers = [f"c-pipe{n}" for n in range(40)]
+        offsets: dict[int, int] = {}
+        now = int(time.time() * 1000)
+        first = await engine.prepare(
+            records(settings, [order(c, 1, "300") for c in customers], offsets), now)
+        # batch 2 is prepared while batch 1 is neither sent nor committed
+        second = await engine.prepare(
+            records(settings, [order(c, 2, "300") for c in customers], offsets), now + 1)
+        assert await store.load_states(owner_partition(customers[0], settings.partitions),
+                                       [customers[0]]) == [None]
+        await engine.finish(first)
+        await engine.finish(second)
+    finally:
+        await producer.stop()
+
+    for customer_id in customers:
+        p = owner_partition(customer_id, settings.partitions)
+        [blob] = await store.load_states(p, [customer_id])
+        assert blob is not None
+        state = decode_state(blob)
+        assert (state.order_count, state.total_spent) == (2, 600 * 10_000), customer_id
+    assert await members(settings, redis_client, "big") == set(customers)
+    added = [c for c in changes(await read_topic(settings, topics.membership, len(customers)))
+             if c["type"] == "segment.member_added"]
+    assert sorted(c["customer_id"] for c in added) == sorted(customers)

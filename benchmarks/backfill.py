@@ -36,7 +36,7 @@ from segments.features import apply_event, encode_state, new_state
 from streams.definitions import DefinitionStore
 from streams.embedded import EmbeddedServices
 from streams.partitioning import owner_partition
-from streams.store import PartitionKeys
+from streams.store import PartitionKeys, StateStore
 from streams.topics import TopicNames, ensure_topics
 
 SEGMENT = {"name": "Spent 150+ in the US", "groups": [{"conditions": [
@@ -181,9 +181,7 @@ async def measure(
     applied_live = await applied_offsets(redis, prefix, args.partitions) - offsets_before
     stop.set()
     sent = await traffic
-    members = 0
-    for p in range(args.partitions):
-        members += await redis.scard(PartitionKeys(prefix, p).members(definition.id))
+    members = await StateStore(redis, prefix).member_count(args.partitions, definition.id)
     per_million = seconds * 1_000_000 / args.customers
     print()
     print(f"{'figure':<58} {'value':>16}   target")

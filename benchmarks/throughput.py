@@ -81,6 +81,7 @@ from segments.features import decode_state
 from streams.definitions import DefinitionStore
 from streams.embedded import EmbeddedServices
 from streams.partitioning import owner_partition
+from streams.store import StateStore
 from streams.topics import TopicNames, ensure_topics, high_watermarks
 from streams.traffic import Storefront
 
@@ -674,21 +675,22 @@ class Bench:
         ))
 
     async def memory_breakdown(self, key_prefix: str, segments: int, customers: int) -> None:
-        """Where the memory goes: MEMORY USAGE of the state hashes and the member sets."""
+        """Where the memory goes: MEMORY USAGE of the state hashes and the membership masks."""
         parts = self.args.partitions
-        state_bytes = blob_bytes = blobs = member_bytes = members = 0
+        state_bytes = blob_bytes = blobs = member_bytes = 0
         for p in range(parts):
             tag = f"{key_prefix}:{{p{p}}}"
             state_bytes += int(await self.redis.memory_usage(f"{tag}:state", samples=0) or 0)
             for blob in (await self.redis.hgetall(f"{tag}:state")).values():
                 blob_bytes += len(blob)
                 blobs += 1
-            for seg_id, _ in segment_definitions(segments):
-                key = f"{tag}:m:{seg_id}"
+            for key in (f"{tag}:masks", f"{tag}:counts"):
                 member_bytes += int(await self.redis.memory_usage(key, samples=0) or 0)
-                members += int(await self.redis.scard(key))
+        ids = [seg_id for seg_id, _ in segment_definitions(segments)]
+        counts = await StateStore(self.redis, key_prefix).member_counts(parts, ids)
+        members = sum(counts.values())
         self.extra.append((
-            f"  of which state hashes / member sets, {segments} segments",
+            f"  of which state hashes / membership masks and counts, {segments} segments",
             f"{state_bytes / customers:,.0f} B / {member_bytes / customers:,.0f} B per customer",
             "", ""))
         self.extra.append((

@@ -3,7 +3,7 @@
 The sync worker keeps providers in step change by change; reconcile repairs drift
 after the fact (someone edited the list by hand, a change was dead-lettered and
 the cause fixed). It reads the segment's members from the processor's Redis state
-(member sets and feature states of every partition), compares their emails with
+(membership masks and feature states of every partition), compares their emails with
 what the provider holds, adds the missing and takes out the extra (out of the
 segment or tag, or off the list when none is named; never unsubscribing), and says
 what it changed.
@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from providers.base import BatchResult, Member, ProviderClient
 from providers.batching import Target
 from segments.features import decode_state
-from streams.store import PartitionKeys
+from streams.store import StateStore
 
 ProviderReader = Callable[[], Awaitable[set[str]]]
 
@@ -52,18 +52,18 @@ class SegmentEmails:
 
 
 async def segment_emails(
-    redis: Redis, key_prefix: str, partitions: int, segment_id: str
+    redis: Redis, key_prefix: str, partitions: int, slot: int
 ) -> SegmentEmails:
-    """Emails of every member of ``segment_id`` across all partitions of the state."""
+    """Emails of every member of the segment in ``slot`` across all partitions of the state."""
     client: Any = redis
+    store = StateStore(redis, key_prefix)
     emails: set[str] = set()
     missing: list[str] = []
     for partition in range(partitions):
-        keys = PartitionKeys(key_prefix, partition)
-        ids = sorted(m.decode() for m in await client.smembers(keys.members(segment_id)))
+        ids = sorted(await store.members(partition, slot))
         if not ids:
             continue
-        blobs = await client.hmget(keys.state, ids)
+        blobs = await client.hmget(store.keys(partition).state, ids)
         for customer_id, blob in zip(ids, blobs, strict=True):
             email = decode_state(blob).email if blob is not None else None
             if email:

@@ -19,6 +19,7 @@ from segments.state import (
     FeatureState,
     decode_state,
     encode_state,
+    mask_bytes,
     new_state,
     stable_hash,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "feature_view",
+    "mask_bytes",
     "mask_slots",
     "ms_to_rfc3339",
     "new_state",

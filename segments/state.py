@@ -167,7 +167,7 @@ def encode_state(state: FeatureState) -> bytes:
         return _ENCODER.encode((_FORMAT_VERSION, b"", state))
     state.segments_mask = 0  # in place, not a copy of the whole struct: restored below
     try:
-        return _ENCODER.encode((_FORMAT_VERSION, _mask_bytes(mask), state))
+        return _ENCODER.encode((_FORMAT_VERSION, mask_bytes(mask), state))
     finally:
         state.segments_mask = mask
 
@@ -181,5 +181,6 @@ def decode_state(raw: bytes) -> FeatureState:
     return state
 
 
-def _mask_bytes(mask: int) -> bytes:
+def mask_bytes(mask: int) -> bytes:
+    """A membership mask as bytes: little-endian, no trailing zero bytes."""
     return mask.to_bytes((mask.bit_length() + 7) // 8, "little")

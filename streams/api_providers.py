@@ -181,7 +181,7 @@ def providers_router(
         target = Target.from_auto_responder(responder)
         try:
             credentials = await store.credentials_of(profile.id)
-            members = await segment_emails(redis, key_prefix, partitions, segment_id)
+            members = await segment_emails(redis, key_prefix, partitions, definition.slot)
             async with store.open_client(profile, credentials, limits=limits) as client:
                 result = await reconcile(client, target, members, dry_run=dry_run)
         except ProfileError as error:

@@ -8,8 +8,8 @@ writer, so the cache is coherent). A batch goes through five steps with no await
 2. load, in one HMGET per partition, the states the cache lacks;
 3. apply each event, re-evaluate only the segments whose inputs changed, queue membership changes;
 4. flush every produced record and wait for the broker's acknowledgement;
-5. commit states, member sets and the consumed offsets of each partition in one atomic script
-   call (all partitions pipelined in one round trip).
+5. commit states, membership masks and counts, and the consumed offsets of each partition in
+   one atomic script call (all partitions pipelined in one round trip).
 
 A crash anywhere before 5 replays the batch from the offsets stored in Redis: state changes are
 applied exactly once, membership changes may be produced twice with the same deterministic ids.
@@ -322,11 +322,13 @@ class Engine:
             value = records.record(added, customer_id, cause_event_id or records.reason, who,
                                    cause_tail)
             output.add_record(topic, partition, key, value)
-            write.member(records.segment_id, customer_id, added)
             if added:
                 self.stats.added += 1
+                write.count(records.segment_id, 1)
             else:
                 self.stats.removed += 1
+                write.count(records.segment_id, -1)
+        write.set_mask(customer_id, new_mask)
 
     def _segment_records(self, slot: int, reason: str) -> SegmentRecords | None:
         """Records of the segment behind a bit (live, or deleted: a tombstone) in this batch."""

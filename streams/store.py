@@ -4,9 +4,16 @@ Every key a partition writes carries the partition as its hash tag (`{p3}`), so 
 partition commits in one atomic script call on one slot, on one Redis and on Redis Cluster alike:
 
     <prefix>:{p3}:state          hash   customer_id -> msgpack FeatureState
+    <prefix>:{p3}:masks          hash   customer_id -> membership bitmask (little-endian bytes;
+                                        bit n is the segment in slot n), members of any only
+    <prefix>:{p3}:counts         hash   segment id -> members in this partition
     <prefix>:{p3}:offsets        hash   "<topic>:<partition>" -> next offset to read
     <prefix>:{p3}:meta           hash   applied definitions fingerprint, ...
-    <prefix>:{p3}:m:<segment>    set    customer ids that are members of <segment>
+
+Memberships are one bitmask per customer rather than a set per segment: a set member costs ~44 B
+per membership in hashtable encoding, a mask entry ~50 B per customer for all its segments. A
+segment's members are found by scanning the masks (API pages, provider reconcile: rare reads);
+counts are kept exact beside them, since the engine knows every flip.
 
 Definitions are global (see `streams.definitions`). Offsets stored beside the state are the
 source of truth for exactly-once: on assignment the consumer seeks to them.
@@ -20,6 +27,8 @@ from typing import Any, Final
 
 import msgspec
 from redis.asyncio import Redis
+
+from segments.features import mask_bytes
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,13 @@ class PartitionKeys:
     def meta(self) -> str:
         return f"{self.tag}:meta"
 
-    def members(self, segment_id: str) -> str:
-        return f"{self.tag}:m:{segment_id}"
+    @property
+    def masks(self) -> str:
+        return f"{self.tag}:masks"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.tag}:counts"
 
 
 @dataclass
@@ -55,11 +69,14 @@ class PartitionWrite:
 
     states: dict[str, bytes] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
-    members: dict[str, dict[str, bool]] = field(default_factory=dict)
-    """segment id -> customer id -> member afterwards (the last change of the batch wins)."""
+    masks: dict[str, int] = field(default_factory=dict)
+    """customer id -> membership mask afterwards (0: member of nothing, the entry is removed)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """segment id -> change of its member count in this partition."""
     offsets: dict[str, int] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
     drop_segments: set[str] = field(default_factory=set)
+    """Segments deleted for good: their counts go."""
 
     def put_state(self, customer_id: str, blob: bytes) -> None:
         self.states[customer_id] = blob
@@ -69,31 +86,26 @@ class PartitionWrite:
         self.states.pop(customer_id, None)
         self.deleted.add(customer_id)
 
-    def member(self, segment_id: str, customer_id: str, added: bool) -> None:
-        changes = self.members.get(segment_id)
-        if changes is None:
-            changes = self.members[segment_id] = {}
-        changes[customer_id] = added
+    def set_mask(self, customer_id: str, mask: int) -> None:
+        self.masks[customer_id] = mask
 
-    def member_added(self, segment_id: str, customer_id: str) -> None:
-        self.member(segment_id, customer_id, True)
-
-    def member_removed(self, segment_id: str, customer_id: str) -> None:
-        self.member(segment_id, customer_id, False)
+    def count(self, segment_id: str, delta: int) -> None:
+        self.counts[segment_id] = self.counts.get(segment_id, 0) + delta
 
     def is_empty(self) -> bool:
         return not (
-            self.states or self.deleted or self.members or self.offsets or self.meta
-            or self.drop_segments
+            self.states or self.deleted or self.masks or self.counts or self.offsets
+            or self.meta or self.drop_segments
         )
 
 
 # One atomic call per partition-batch. The payload is one msgpack argument, so the client packs
-# a single command instead of redis-py packing every field of HSET/SADD/SREM in Python (~12 µs a
+# a single command instead of redis-py packing every field of HSET/HDEL in Python (~12 µs a
 # command, and a cold batch has thousands of arguments); the server unpacks it with cmsgpack.
 # Every key it touches is in KEYS and shares the partition's hash tag: valid on Redis Cluster.
-# payload: [states flat, deleted, [[key index, members to add, members to remove]...],
-#           [key index to delete...], offsets flat, meta flat]
+# KEYS: state, offsets, meta, masks, counts
+# payload: [states flat, deleted, masks flat, masks to remove, counts flat (segment, delta),
+#           counts to remove, offsets flat, meta flat]
 _COMMIT_LUA: Final = """
 local p = cmsgpack.unpack(ARGV[1])
 local function each(cmd, key, items, step)
@@ -103,13 +115,12 @@ local function each(cmd, key, items, step)
 end
 each('HSET', KEYS[1], p[1], 2000)
 each('HDEL', KEYS[1], p[2], 1000)
-for _, m in ipairs(p[3]) do
-  each('SADD', KEYS[m[1]], m[2], 1000)
-  each('SREM', KEYS[m[1]], m[3], 1000)
-end
-for _, k in ipairs(p[4]) do redis.call('DEL', KEYS[k]) end
-each('HSET', KEYS[2], p[5], 2000)
-each('HSET', KEYS[3], p[6], 2000)
+each('HSET', KEYS[4], p[3], 2000)
+each('HDEL', KEYS[4], p[4], 1000)
+for i = 1, #p[5], 2 do redis.call('HINCRBY', KEYS[5], p[5][i], p[5][i + 1]) end
+each('HDEL', KEYS[5], p[6], 1000)
+each('HSET', KEYS[2], p[7], 2000)
+each('HSET', KEYS[3], p[8], 2000)
 return 1
 """
 _PAYLOAD: Final = msgspec.msgpack.Encoder()
@@ -194,24 +205,28 @@ class StateStore:
 
     def _commit_args(self, partition: int, write: PartitionWrite) -> tuple[list[str], list[bytes]]:
         keys = self.keys(partition)
-        names = [keys.state, keys.offsets, keys.meta]
-        member_ops = []
-        for segment_id, changes in write.members.items():
-            names.append(keys.members(segment_id))
-            adds = [c for c, added in changes.items() if added]
-            member_ops.append((len(names), adds, [c for c, added in changes.items() if not added]))
-        drops = []
-        for segment_id in write.drop_segments:
-            names.append(keys.members(segment_id))
-            drops.append(len(names))
+        names = [keys.state, keys.offsets, keys.meta, keys.masks, keys.counts]
+        masks: list[Any] = []
+        unmasked = list(write.deleted)
+        for customer_id, mask in write.masks.items():
+            if mask:
+                masks.append(customer_id)
+                masks.append(_lua_bytes(mask_bytes(mask)))
+            else:
+                unmasked.append(customer_id)
+        counts: list[Any] = []
+        for segment_id, delta in write.counts.items():
+            if delta and segment_id not in write.drop_segments:
+                counts.append(segment_id)
+                counts.append(str(delta))
         payload = _PAYLOAD.encode((
-            _flat(write.states), list(write.deleted), member_ops, drops, _flat(write.offsets),
-            _flat(write.meta),
+            _flat(write.states), list(write.deleted), masks, unmasked, counts,
+            list(write.drop_segments), _flat(write.offsets), _flat(write.meta),
         ))
         return names, [payload]
 
     async def wipe_partition(self, partition: int) -> None:
-        """Delete every key of a partition, member sets of segments long deleted included."""
+        """Delete every key of a partition."""
         async for key in self.redis.scan_iter(match=f"{self.keys(partition).tag}:*", count=1000):
             await self.redis.delete(key)
 
@@ -220,21 +235,30 @@ class StateStore:
 
     async def member_counts(self, partitions: int, segment_ids: list[str]) -> dict[str, int]:
         """Members of each segment, summed over partitions, in one round trip."""
+        if not segment_ids:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for segment_id in segment_ids:
-                for p in range(partitions):
-                    pipe.scard(self.keys(p).members(segment_id))
-            counts: list[int] = await pipe.execute()
-        return {s: sum(counts[i * partitions:(i + 1) * partitions])
-                for i, s in enumerate(segment_ids)}
+            for p in range(partitions):
+                pipe.hmget(self.keys(p).counts, segment_ids)
+            rows: list[list[bytes | None]] = await pipe.execute()
+        return {s: sum(int(row[i] or 0) for row in rows) for i, s in enumerate(segment_ids)}
 
     async def scan_members(
-        self, partition: int, segment_id: str, cursor: int, count: int
+        self, partition: int, slot: int, cursor: int, count: int
     ) -> tuple[int, list[str]]:
-        """One SSCAN step over a partition's member set of `segment_id`."""
-        key = self.keys(partition).members(segment_id)
-        next_cursor, raw = await self.redis.sscan(key, cursor, count=count)
-        return int(next_cursor), [m.decode() for m in raw]
+        """One HSCAN step over a partition's masks: the customers whose bit `slot` is set."""
+        next_cursor, raw = await self.redis.hscan(self.keys(partition).masks, cursor, count=count)
+        return int(next_cursor), _with_bit(raw, slot)
+
+    async def members(self, partition: int, slot: int) -> list[str]:
+        """Every member of the segment in slot `slot` in one partition (a full scan)."""
+        found: list[str] = []
+        cursor = 0
+        while True:
+            cursor, batch = await self.scan_members(partition, slot, cursor, 2000)
+            found.extend(batch)
+            if cursor == 0:
+                return found
 
     async def reconciled(self, partitions: int) -> list[frozenset[str]]:
         """Per partition, the `id@version` entries of the definitions it has fully reconciled."""
@@ -262,3 +286,9 @@ class StateStore:
 
     async def set_global_meta(self, values: Mapping[str, str]) -> None:
         await self.redis.hset(f"{self.prefix}:meta", mapping=dict(values))
+
+
+def _with_bit(masks: Mapping[bytes, bytes], slot: int) -> list[str]:
+    byte, bit = divmod(slot, 8)
+    return [customer.decode() for customer, mask in masks.items()
+            if len(mask) > byte and mask[byte] >> bit & 1]

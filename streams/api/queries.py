@@ -1,7 +1,7 @@
 """Reads over the processor's Redis state: member pages, backfill progress, previews.
 
-All of them touch a bounded amount of data per request: member pages SSCAN at most
-`MAX_SCAN_CALLS` steps, previews HSCAN at most `PREVIEW_MAX_STATES` states.
+All of them touch a bounded amount of data per request: member pages HSCAN the membership masks
+at most `MAX_SCAN_CALLS` steps, previews HSCAN at most `PREVIEW_MAX_STATES` states.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _CURSOR: Final = re.compile(r"^(\d{1,6})\.(\d{1,20})\.(\d{1,6})$")
 
 @dataclass(frozen=True)
 class MemberCursor:
-    """Where a member listing resumes: partition, SSCAN cursor in it, members of that SSCAN
+    """Where a member listing resumes: partition, HSCAN cursor in it, members of that HSCAN
     step already returned (a step can return more than one page holds)."""
 
     partition: int = 0
@@ -48,12 +48,14 @@ class MemberCursor:
 
 
 async def member_page(
-    states: StateStore, partitions: int, segment_id: str, cursor: MemberCursor, limit: int
+    states: StateStore, partitions: int, slot: int, cursor: MemberCursor, limit: int
 ) -> tuple[list[str], MemberCursor | None]:
-    """Up to `limit` member ids from `cursor` on, and the cursor after them (None at the end).
+    """Up to `limit` ids of the members of the segment in `slot` from `cursor` on, and the
+    cursor after them (None at the end). A page may be short: one request scans at most
+    `MAX_SCAN_CALLS` steps of the partitions' membership masks.
 
-    Each SSCAN step is sorted so that `skip` means the same members when the step is repeated.
-    A full pass returns every member present throughout it once (SSCAN's guarantee); members
+    Each HSCAN step is sorted so that `skip` means the same members when the step is repeated.
+    A full pass returns every member present throughout it once (HSCAN's guarantee); members
     added or removed during the pass may or may not appear.
     """
     found: list[str] = []
@@ -61,7 +63,7 @@ async def member_page(
     for _ in range(MAX_SCAN_CALLS):
         if p >= partitions or len(found) >= limit:
             break
-        next_scan, batch = await states.scan_members(p, segment_id, scan, SCAN_COUNT)
+        next_scan, batch = await states.scan_members(p, slot, scan, SCAN_COUNT)
         rest = sorted(batch)[skip:]
         room = limit - len(found)
         if len(rest) > room:

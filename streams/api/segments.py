@@ -2,7 +2,7 @@
 
 Definitions are written to the `DefinitionStore`; processors notice the new revision, backfill
 their partitions and record the fingerprint they reached, from which `status` and `progress`
-are read. Membership counts and pages come from the per-partition member sets.
+are read. Membership counts and pages come from the per-partition counts and membership masks.
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ async def segment_members(
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     deps = _deps(request)
-    await _existing(deps, segment_id)
-    ids, after = await member_page(deps.states, deps.partitions, segment_id,
+    definition = await _existing(deps, segment_id)
+    ids, after = await member_page(deps.states, deps.partitions, definition.slot,
                                    MemberCursor.decode(cursor), limit)
     return {"segment_id": segment_id, "members": ids,
             "next_cursor": after.encode() if after else None}

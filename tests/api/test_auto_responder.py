@@ -6,23 +6,20 @@ from redis.asyncio import Redis
 
 from providers.fakes.mailchimp import MailchimpFake
 from providers.fakes.server import serve_fake
-from segments.features import encode_state, new_state
 from streams.partitioning import owner_partition
-from streams.store import PartitionKeys
 from tests.api.conftest import Api
+from tests.streams.helpers import seed_member, slot_of
 
 VIP = {"name": "VIP", "groups": [{"conditions": [
     {"field": "total_spent", "op": "gt", "value": 300}]}]}
 
 
 async def _member(api: Api, redis: Redis, segment_id: str, customer_id: str, email: str) -> None:
-    """A member as a processor would have stored it: state with email, and the member set."""
-    state = new_state()
-    state.email = email
-    partitions = api.settings.partitions
-    keys = PartitionKeys(api.settings.key_prefix, owner_partition(customer_id, partitions))
-    await redis.hset(keys.state, customer_id, encode_state(state))
-    await redis.sadd(keys.members(segment_id), customer_id)
+    """A member as a processor would have stored it."""
+    prefix = api.settings.key_prefix
+    partition = owner_partition(customer_id, api.settings.partitions)
+    slot = await slot_of(redis, prefix, segment_id)
+    await seed_member(redis, prefix, partition, slot, segment_id, customer_id, email)
 
 
 async def test_segment_auto_responder_must_name_a_synced_list_and_tag(

@@ -1,4 +1,4 @@
-"""Member pages over many SSCAN steps and partitions; HTTP event ingestion, all or nothing."""
+"""Member pages over many HSCAN steps and partitions; HTTP event ingestion, all or nothing."""
 
 from __future__ import annotations
 
@@ -10,20 +10,23 @@ from streams.store import PartitionWrite, StateStore
 from streams.topics import TopicNames
 from tests.api.conftest import Api
 from tests.api.test_auth import assert_error
-from tests.streams.helpers import changes, event, read_topic
+from tests.streams.helpers import changes, event, read_topic, slot_of
 
 SEGMENT = {"id": "many", "name": "Many", "groups": [{"conditions": [
     {"field": "order_count", "op": "gte", "value": 1}]}]}
 
 
 async def _members(redis: Redis, api: Api, per_partition: dict[int, int]) -> set[str]:
-    """Write member sets as the processor does (small ones and hashtable-encoded big ones)."""
+    """Write memberships as the processor does (masks and counts), with non-members between."""
     store = StateStore(redis, api.settings.key_prefix)
+    slot = await slot_of(redis, api.settings.key_prefix, "many")
     everyone = set()
     for p, n in per_partition.items():
         write = PartitionWrite()
         for i in range(n):
-            write.member_added("many", f"m-{p}-{i}")
+            write.set_mask(f"m-{p}-{i}", 1 << slot)
+            write.set_mask(f"other-{p}-{i}", 1 << (slot + 1))  # a member of another segment
+            write.count("many", 1)
             everyone.add(f"m-{p}-{i}")
         await store.commit(p, write)
     return everyone

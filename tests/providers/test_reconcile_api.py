@@ -18,13 +18,11 @@ from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
 from providers.profiles import ProfileStore
-from segments.features import encode_state
-from segments.state import FeatureState
 from streams.api_providers import providers_router
 from streams.definitions import DefinitionStore
 from streams.partitioning import owner_partition
-from streams.store import PartitionKeys
 from tests.providers.harness import FAST_POLICIES, Harness, fast_retry
+from tests.streams.helpers import seed_member, slot_of
 
 SECRET = "correct horse battery staple, and then some"
 PARTITIONS = 4
@@ -55,9 +53,8 @@ async def setup(redis_client: Redis) -> AsyncIterator[Setup]:
 
 async def add_member(s: Setup, segment_id: str, customer_id: str, email: str | None) -> None:
     partition = owner_partition(customer_id, PARTITIONS)
-    keys = PartitionKeys(s.prefix, partition)
-    await s.redis.sadd(keys.members(segment_id), customer_id)
-    await s.redis.hset(keys.state, customer_id, encode_state(FeatureState(email=email)))
+    slot = await slot_of(s.redis, s.prefix, segment_id)
+    await seed_member(s.redis, s.prefix, partition, slot, segment_id, customer_id, email)
 
 
 async def put_segment(s: Setup, segment_id: str, responder: dict[str, str] | None) -> None:

@@ -15,9 +15,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from segments.events import TOPIC_OF_TYPE
+from segments.features import decode_state, encode_state, new_state
 from streams.definitions import DefinitionStore
 from streams.processor import Processor
 from streams.settings import Settings
+from streams.store import PartitionWrite, StateStore
 from streams.topics import TopicNames, ensure_topics, partition_counts
 
 
@@ -137,7 +139,6 @@ async def create_topics(settings: Settings) -> None:
 
 
 async def state_of(settings: Settings, redis: Redis, customer_id: str) -> Any:
-    from segments.features import decode_state
     from streams.partitioning import owner_partition
     from streams.store import PartitionKeys
 
@@ -146,13 +147,23 @@ async def state_of(settings: Settings, redis: Redis, customer_id: str) -> Any:
     return None if blob is None else decode_state(blob)
 
 
-async def members(settings: Settings, redis: Redis, segment_id: str) -> set[str]:
-    from streams.store import PartitionKeys
+async def slot_of(redis: Redis, key_prefix: str, segment_id: str) -> int:
+    """The membership bit of a segment, live or deleted (tombstone)."""
+    current = await DefinitionStore(redis, key_prefix).load()
+    if segment_id in current.live:
+        return current.live[segment_id].slot
+    return next(slot for slot, (dead, _) in current.tombstones.items() if dead == segment_id)
 
+
+async def members(settings: Settings, redis: Redis, segment_id: str) -> set[str]:
+    """Members of a segment in the processor's Redis state (all partitions)."""
+    store = StateStore(redis, settings.key_prefix)
+    slot = await slot_of(redis, settings.key_prefix, segment_id)
     found: set[str] = set()
     for p in range(settings.partitions):
-        raw = await redis.smembers(PartitionKeys(settings.key_prefix, p).members(segment_id))
-        found |= {m.decode() for m in raw}
+        found.update(await store.members(p, slot))
+    counted = await store.member_count(settings.partitions, segment_id)
+    assert counted == len(found), f"{segment_id}: count {counted}, members {len(found)}"
     return found
 
 
@@ -166,3 +177,21 @@ def role_env(settings: Settings, **extra: str) -> dict[str, str]:
            "SEGSTREAM_GROUP_ID": settings.group_id,
            "SEGSTREAM_PARTITIONS": str(settings.partitions)}
     return env | extra
+
+
+async def seed_member(redis: Redis, key_prefix: str, partition: int, slot: int, segment_id: str,
+                      customer_id: str, email: str | None = None) -> None:
+    """A member as the processor stores it: the state (with email and mask), the mask, the
+    count; through the store's own commit."""
+    store = StateStore(redis, key_prefix)
+    blobs = await store.load_states(partition, [customer_id])
+    state = new_state() if blobs[0] is None else decode_state(blobs[0])
+    state.email = email
+    if state.segments_mask >> slot & 1:
+        return
+    state.segments_mask |= 1 << slot
+    write = PartitionWrite()
+    write.put_state(customer_id, encode_state(state))
+    write.set_mask(customer_id, state.segments_mask)
+    write.count(segment_id, 1)
+    await store.commit(partition, write)

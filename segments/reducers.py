@@ -167,9 +167,13 @@ def _merge_profile_address(
 
 
 def _patched(old: AddressTuple, patch: ProfileAddress) -> AddressTuple:
-    new = (patch.country, patch.state, patch.city, patch.postal_code)
-    country, st, city, postal = (o if n is UNSET else n for o, n in zip(old, new, strict=True))
-    return (country, st, city, postal)
+    country, st, city, postal = old
+    n_country, n_state, n_city, n_postal = (
+        patch.country, patch.state, patch.city, patch.postal_code)
+    return (country if n_country is UNSET else n_country,
+            st if n_state is UNSET else n_state,
+            city if n_city is UNSET else n_city,
+            postal if n_postal is UNSET else n_postal)
 
 
 def _write_address(

@@ -64,7 +64,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -954,38 +954,44 @@ async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass) -> Non
         f"harness {cpu['harness']:.0f}%)", "", ""))
 
 
+@contextlib.asynccontextmanager
+async def _reading(kafka: str, start_at: dict[TopicPartition, int], fetch_wait_ms: int
+                   ) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer assigned to `start_at`'s partitions, at those offsets (no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
+                                fetch_max_wait_ms=fetch_wait_ms)
+    await consumer.start()
+    try:
+        consumer.assign(list(start_at))
+        for tp, offset in start_at.items():
+            consumer.seek(tp, offset)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 async def _forward(kafka: str, inputs: list[TopicPartition], starts: dict[TopicPartition, int],
                    output: str, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
-                                fetch_max_wait_ms=20)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
-    await consumer.start()
     await producer.start()
     try:
-        consumer.assign(inputs)
-        for tp in inputs:
-            consumer.seek(tp, starts[tp])
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=50)
-            futures = [await producer.send(output, r.value, key=r.key, partition=tp.partition)
-                       for tp, records in batch.items() for r in records]
-            if futures:
-                await asyncio.gather(*futures)
+        async with _reading(kafka, {tp: starts[tp] for tp in inputs}, 20) as consumer:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=50)
+                futures = [await producer.send(output, r.value, key=r.key,
+                                               partition=tp.partition)
+                           for tp, records in batch.items() for r in records]
+                if futures:
+                    await asyncio.gather(*futures)
     finally:
         await producer.stop()
-        await consumer.stop()
 
 
 async def _read_stamps(kafka: str, outputs: list[TopicPartition],
                        starts: dict[TopicPartition, int], latencies: list[float],
                        stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
-                                fetch_max_wait_ms=LATENCY_READER_FETCH_WAIT_MS)
-    await consumer.start()
-    try:
-        consumer.assign(outputs)
-        for tp in outputs:
-            consumer.seek(tp, starts[tp])
+    start_at = {tp: starts[tp] for tp in outputs}
+    async with _reading(kafka, start_at, LATENCY_READER_FETCH_WAIT_MS) as consumer:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50)
             received = time.time_ns() / 1e6
@@ -994,8 +1000,6 @@ async def _read_stamps(kafka: str, outputs: list[TopicPartition],
                     _, _, stamp = orjson.loads(record.value)["event_id"].rpartition("@")
                     if stamp.isdigit():
                         latencies.append(received - int(stamp) / 1000.0)
-    finally:
-        await consumer.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1071,13 +1075,7 @@ async def _read_membership(
     kafka: str, start_at: dict[TopicPartition, int], latencies: list[Latency],
     stop: asyncio.Event,
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False,
-                                fetch_max_wait_ms=LATENCY_READER_FETCH_WAIT_MS)
-    await consumer.start()
-    try:
-        consumer.assign(list(start_at))
-        for tp, offset in start_at.items():
-            consumer.seek(tp, offset)
+    async with _reading(kafka, start_at, LATENCY_READER_FETCH_WAIT_MS) as consumer:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50)
             received = time.time_ns() // 1000
@@ -1092,8 +1090,6 @@ async def _read_membership(
                     latencies.append(Latency(received / 1000.0 - sent, changed - sent,
                                              record.timestamp - changed,
                                              received / 1000.0 - record.timestamp))
-    finally:
-        await consumer.stop()
 
 
 # -- the Faust baseline worker (runs in a child process) ----------------------------------------

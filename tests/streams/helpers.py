@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state, encode_state, new_state
 from streams.definitions import DefinitionStore
+from streams.engine import Engine
+from streams.output import BatchProducer
 from streams.processor import Processor
 from streams.settings import Settings
 from streams.store import PartitionWrite, StateStore
@@ -195,3 +197,26 @@ async def seed_member(redis: Redis, key_prefix: str, partition: int, slot: int, 
     write.set_mask(customer_id, state.segments_mask)
     write.count(segment_id, 1)
     await store.commit(partition, write)
+
+
+@contextlib.asynccontextmanager
+async def engine_on(settings: Settings, redis: Redis, cache_size: int = 200_000
+                    ) -> AsyncIterator[Engine]:
+    """An engine owning every partition, with the current definitions and a real producer
+    (for tests that drive its steps themselves instead of running a processor)."""
+    topics = TopicNames(settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        output = BatchProducer(producer)
+        for topic in (topics.membership, topics.dlq, topics.repartition):
+            await output.partitions_of(topic)
+        engine = Engine(StateStore(redis, settings.key_prefix), output, topics,
+                        settings.partitions,
+                        await DefinitionStore(redis, settings.key_prefix).load(),
+                        cache_size=cache_size)
+        for p in range(settings.partitions):
+            engine.own(p)
+        yield engine
+    finally:
+        await producer.stop()

@@ -6,17 +6,13 @@ import time
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from streams.definitions import DefinitionStore
-from streams.engine import Engine
-from streams.output import BatchProducer
 from streams.partitioning import owner_partition
 from streams.settings import Settings
-from streams.store import StateStore
 from streams.topics import TopicNames
-from tests.streams.helpers import changes, create_topics, members, read_topic
+from tests.streams.helpers import changes, create_topics, engine_on, members, read_topic
 from tests.streams.test_processor import BIG_SPENDERS, order
 
 
@@ -48,16 +44,7 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     definitions = DefinitionStore(redis_client, settings.key_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        output = BatchProducer(producer)
-        for topic in (topics.membership, topics.dlq, topics.repartition):
-            await output.partitions_of(topic)
-        engine = Engine(StateStore(redis_client, settings.key_prefix), output, topics,
-                        settings.partitions, await definitions.load())
-        for p in range(settings.partitions):
-            engine.own(p)
+    async with engine_on(settings, redis_client) as engine:
         customers = [f"c-live{n}" for n in range(200)]
         offsets: dict[int, int] = {}
         now = int(time.time() * 1000)
@@ -76,8 +63,6 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
             for p in list(engine.backfills):
                 await engine.reconcile_step(p, now, chunk=10)
         membership = await read_topic(settings, topics.membership, len(live))
-    finally:
-        await producer.stop()
     per_customer: dict[str, list[tuple[str, str]]] = {}
     for c in changes(membership):
         per_customer.setdefault(c["customer_id"], []).append((c["type"], c["reason"]))

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from segments.features import decode_state
 from streams.definitions import DefinitionStore
-from streams.engine import Engine
-from streams.output import BatchProducer
 from streams.partitioning import owner_partition
 from streams.settings import Settings
 from streams.store import StateStore
 from streams.topics import TopicNames
-from tests.streams.helpers import changes, create_topics, members, read_topic
+from tests.streams.helpers import changes, create_topics, engine_on, members, read_topic
 from tests.streams.test_engine_backfill import records
 from tests.streams.test_processor import BIG_SPENDERS, order
 
@@ -26,20 +23,10 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
 ):
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
-    definitions = DefinitionStore(redis_client, settings.key_prefix)
-    await definitions.put("big", BIG_SPENDERS)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        output = BatchProducer(producer)
-        for topic in (topics.membership, topics.dlq, topics.repartition):
-            await output.partitions_of(topic)
-        store = StateStore(redis_client, settings.key_prefix)
-        # a cache far too small for a batch: every prepare wants to evict
-        engine = Engine(store, output, topics, settings.partitions, await definitions.load(),
-                        cache_size=settings.partitions)
-        for p in range(settings.partitions):
-            engine.own(p)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    store = StateStore(redis_client, settings.key_prefix)
+    # a cache far too small for a batch: every prepare wants to evict
+    async with engine_on(settings, redis_client, cache_size=settings.partitions) as engine:
         customers = [f"c-pipe{n}" for n in range(40)]
         offsets: dict[int, int] = {}
         now = int(time.time() * 1000)
@@ -52,8 +39,6 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
                                        [customers[0]]) == [None]
         await engine.finish(first)
         await engine.finish(second)
-    finally:
-        await producer.stop()
 
     for customer_id in customers:
         p = owner_partition(customer_id, settings.partitions)

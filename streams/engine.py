@@ -321,7 +321,7 @@ class Engine:
             added = bool(new_mask & low)
             value = records.record(added, customer_id, cause_event_id or records.reason, who,
                                    cause_tail)
-            output.add_record(topic, partition, key, value)
+            output.add(topic, partition, key, value)
             if added:
                 self.stats.added += 1
                 write.count(records.segment_id, 1)

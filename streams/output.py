@@ -41,24 +41,17 @@ class BatchProducer:
         return self._partitions[topic]
 
     def add(
-        self, topic: str, partition: int, key: bytes | None, value: bytes, headers: Headers = ()
+        self, topic: str, partition: int, key: bytes | None, value: bytes,
+        headers: Headers = _NO_HEADERS,
     ) -> None:
-        self._pending.setdefault((topic, partition), []).append((key, value, headers))
-
-    def add_keyed(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
-        """Add a record to the partition the default (murmur2) partitioner gives `key`."""
-        self.add(topic, self.partition_of(topic, key), key.encode(), value, headers)
+        records = self._pending.get((topic, partition))
+        if records is None:
+            records = self._pending[(topic, partition)] = []
+        records.append((key, value, headers))
 
     def partition_of(self, topic: str, key: str) -> int:
         """The partition the default (murmur2) partitioner gives `key` in a known topic."""
         return owner_partition(key, self._partitions[topic])
-
-    def add_record(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        """`add` without headers, for the hot path."""
-        records = self._pending.get((topic, partition))
-        if records is None:
-            records = self._pending[(topic, partition)] = []
-        records.append((key, value, _NO_HEADERS))
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())

@@ -126,21 +126,17 @@ class Processor:
                 fetch = asyncio.ensure_future(consumer.getmany(
                     timeout_ms=0 if busy else 200, max_records=self.settings.batch_max
                 ))
-                # while batch N is sent and committed (`_finishing`), batch N+1 is fetched
-                waiting: set[asyncio.Future[Any]] = {fetch, stop_wait}
-                if self._finishing is not None:
-                    waiting.add(self._finishing)
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                # while batch N is sent and committed (`_finishing`), batch N+1 is fetched; a
+                # finish that ends first is drained at once, so its error surfaces here
+                finishing = {self._finishing} if self._finishing is not None else set()
+                await asyncio.wait({fetch, stop_wait, *finishing},
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if self._finishing is not None and self._finishing.done():
-                    await self.drain()  # raises what the finish raised
-                if not fetch.done():
-                    if self._stopping.is_set():
-                        fetch.cancel()
-                        break
+                    await self.drain()
                     await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                    if not fetch.done():
-                        fetch.cancel()
-                        break
+                if not fetch.done():
+                    fetch.cancel()
+                    break
                 batch = fetch.result()
                 async with self.lock:
                     if batch:

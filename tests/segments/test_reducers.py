@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from segments.events import Event
 from segments.features import (
@@ -72,6 +75,13 @@ def test_seen_ids_are_bounded_and_keep_the_most_recent_half() -> None:
 def test_stable_hash_is_stable() -> None:
     assert stable_hash("o-1") == stable_hash("o-1") != stable_hash("o-2")
     assert stable_hash("abc") == 0x5995D533D814BBD8  # blake2b-64, the same in every process
+
+
+@given(st.text())
+def test_stable_hash_is_the_stored_format(text: str) -> None:
+    """Stored order and event hashes were written with this formula: it may never change."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    assert stable_hash(text) == int.from_bytes(digest, "little", signed=True)
 
 
 def test_customer_deleted_is_not_applied_here() -> None:

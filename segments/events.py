@@ -118,9 +118,7 @@ class Product(msgspec.Struct, frozen=True, gc=False):
     category: str | None = None
     quantity: int | None = None
     price: Decimal | None = None
-
-    def __post_init__(self) -> None:
-        _check_amount("price", self.price)
+    """Checked by `OrderPlacedData`: one Python call per order, not one more per line."""
 
 
 class OrderPlacedData(msgspec.Struct, frozen=True, gc=False):
@@ -137,6 +135,9 @@ class OrderPlacedData(msgspec.Struct, frozen=True, gc=False):
 
     def __post_init__(self) -> None:
         _check_amount("total", self.total)
+        for i, line in enumerate(self.products or ()):
+            if line.price is not None:
+                _check_amount(f"products[{i}].price", line.price)
 
 
 class OrderDeclinedData(msgspec.Struct, frozen=True, gc=False):

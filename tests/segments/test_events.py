@@ -187,6 +187,10 @@ def test_whole_body_of_wrong_type() -> None:
     ({"data": {"order_id": "o", "total": "1e12"}}, "$.data.total"),
     ({"data": {"order_id": "o", "total": 1, "products": [{"price": "x"}]}},
      "$.data.products[0].price"),
+    ({"data": {"order_id": "o", "total": 1, "products": [{"price": 1}, {"price": "-0.5"}]}},
+     "$.data.products[1].price"),
+    ({"data": {"order_id": "o", "total": 1, "products": [{}, {"price": "NaN"}]}},
+     "$.data.products[1].price"),
     ({"type": "order.refunded", "data": {"order_id": "o", "amount": "nan"}}, "$.data.amount"),
 ])
 def test_invalid_value(changes: dict[str, Any], path: str) -> None:

@@ -175,14 +175,9 @@ class Engine:
         The processor may prepare the next batch while `finish` of this one runs, as long as
         it finishes batches in order.
         """
-        pending: dict[int, _Pending] = {}
         applied_before = self.stats.applied
         self._new_batch(now_ms)
-        for record in records:
-            work = pending.get(record.partition)
-            if work is None:
-                work = pending[record.partition] = _Pending()
-            self._decode(record, work)
+        pending = self._decode_all(records)
         await self._load_missing(pending)
         writes = {p: self._apply_all(p, work, now_ms) for p, work in pending.items()}
         if self.backfills:
@@ -201,27 +196,52 @@ class Engine:
         self._changed_at = iso_ms(now_ms)
         self._records = {}
 
-    def _decode(self, record: Record, work: _Pending) -> None:
-        work.last[record.topic] = record.offset
-        self.stats.events += 1
-        try:
-            event = decode_event(record.value or b"")
-        except InvalidEvent as exc:
-            self._dead_letter(record, exc.code, exc.reason)
-            return
-        expected = self._topic_of_class[type(event)]
-        if record.topic != expected and record.topic != self._repartition:
-            kind = event_type(event)
-            reason = f"{kind} events belong on topic {expected!r}, not {record.topic!r}"
-            self._dead_letter(record, "wrong_topic", reason)
-            return
-        owner = owner_partition(event.customer_id, self.partitions)
-        if owner != record.partition:
-            self._forward(record, owner)
-            return
-        work.events.append(event)
-        if event.customer_id not in self.owned[record.partition].cache:
-            work.missing.add(event.customer_id)
+    def _decode_all(self, records: Iterable[Record]) -> dict[int, _Pending]:
+        """Step 1, per partition: the events to apply and the customers not in the cache.
+
+        The hot loop of a batch: names are bound to locals, the common case has no call
+        besides the decoder's.
+        """
+        pending: dict[int, _Pending] = {}
+        topic_of_class, repartition = self._topic_of_class, self._repartition
+        partitions, owned = self.partitions, self.owned
+        count = 0
+        partition = -1  # records mostly come grouped by partition: look up on a switch
+        work = _Pending()
+        cache: dict[str, FeatureState | None] = {}
+        events, missing = work.events, work.missing
+        for record in records:
+            count += 1
+            if record.partition != partition:
+                partition = record.partition
+                found = pending.get(partition)
+                if found is None:
+                    found = pending[partition] = _Pending()
+                work = found
+                cache, events, missing = owned[partition].cache, work.events, work.missing
+            topic = record.topic
+            work.last[topic] = record.offset
+            try:
+                event = decode_event(record.value or b"")
+            except InvalidEvent as exc:
+                self._dead_letter(record, exc.code, exc.reason)
+                continue
+            expected = topic_of_class[type(event)]
+            if topic != expected and topic != repartition:
+                kind = event_type(event)
+                reason = f"{kind} events belong on topic {expected!r}, not {topic!r}"
+                self._dead_letter(record, "wrong_topic", reason)
+                continue
+            customer_id = event.customer_id
+            owner = owner_partition(customer_id, partitions)
+            if owner != partition:
+                self._forward(record, owner)
+                continue
+            events.append(event)
+            if customer_id not in cache:
+                missing.add(customer_id)
+        self.stats.events += count
+        return pending
 
     def _dead_letter(self, record: Record, code: str, reason: str) -> None:
         self.stats.dead_letters += 1
@@ -253,46 +273,45 @@ class Engine:
                 cache[customer_id] = decode_state(blob) if blob is not None else None
 
     def _apply_all(self, partition: int, work: _Pending, now_ms: int) -> PartitionWrite:
+        """Step 3 for one partition: apply, re-evaluate, queue changes, encode dirty states."""
         cache = self.owned[partition].cache
         write = PartitionWrite(offsets=work.offsets(partition))
         dirty: set[str] = set()
+        evaluate = self.index.evaluate
+        applied = duplicates = 0
         for event in work.events:
-            self._apply_one(cache, event, now_ms, write, dirty)
+            customer_id = event.customer_id
+            state = cache.get(customer_id)
+            if type(event) is CustomerDeleted:
+                if state is not None:
+                    self._emit_diff(customer_id, state, 0, "customer_deleted", write,
+                                    event.event_id)
+                    cache[customer_id] = None
+                    dirty.discard(customer_id)
+                    write.delete_state(customer_id)
+                applied += 1
+                continue
+            if state is None:
+                state = cache[customer_id] = new_state()
+            changed = apply_event(state, event, now_ms)
+            if changed is None:
+                duplicates += 1
+                continue
+            applied += 1
+            dirty.add(customer_id)
+            new_mask = evaluate(state, now_ms, changed)
+            if new_mask != state.segments_mask:
+                self._emit_diff(customer_id, state, new_mask, "event", write, event.event_id)
+        self.stats.applied += applied
+        self.stats.duplicates += duplicates
+        states = write.states
         for customer_id in dirty:
             state = cache[customer_id]
             if state is not None:
-                write.put_state(customer_id, encode_state(state))
+                states[customer_id] = encode_state(state)
+        if write.deleted:  # deleted, then created again in this batch: the new state stays
+            write.deleted -= states.keys()
         return write
-
-    def _apply_one(
-        self,
-        cache: dict[str, FeatureState | None],
-        event: Any,
-        now_ms: int,
-        write: PartitionWrite,
-        dirty: set[str],
-    ) -> None:
-        customer_id = event.customer_id
-        state = cache.get(customer_id)
-        if type(event) is CustomerDeleted:
-            if state is not None:
-                self._emit_diff(customer_id, state, 0, "customer_deleted", write, event.event_id)
-                cache[customer_id] = None
-                dirty.discard(customer_id)
-                write.delete_state(customer_id)
-            self.stats.applied += 1
-            return
-        if state is None:
-            state = cache[customer_id] = new_state()
-        changed = apply_event(state, event, now_ms)
-        if changed is None:
-            self.stats.duplicates += 1
-            return
-        self.stats.applied += 1
-        dirty.add(customer_id)
-        new_mask = self.index.evaluate(state, now_ms, changed)
-        if new_mask != state.segments_mask:
-            self._emit_diff(customer_id, state, new_mask, "event", write, event.event_id)
 
     def _emit_diff(
         self,

@@ -91,6 +91,13 @@ class Processor:
             await self._consume(bootstrap)
         finally:
             await self._producer.stop()
+            if self.engine is not None:
+                stats = self.engine.stats
+                log.info("stopped: %d events in %d batches (%.0f per batch), %d applied, "
+                         "%d repeated, %d dead letters, %d forwarded, %d added, %d removed",
+                         stats.events, stats.batches, stats.events / max(1, stats.batches),
+                         stats.applied, stats.duplicates, stats.dead_letters, stats.forwarded,
+                         stats.added, stats.removed)
 
     async def _consume(self, bootstrap: str) -> None:
         self._consumer = consumer = AIOKafkaConsumer(

@@ -136,8 +136,8 @@ class OrderPlacedData(msgspec.Struct, frozen=True, gc=False):
     def __post_init__(self) -> None:
         _check_amount("total", self.total)
         for i, line in enumerate(self.products or ()):
-            if line.price is not None:
-                _check_amount(f"products[{i}].price", line.price)
+            if line.price is not None and amount_problem(line.price) is not None:
+                _check_amount(f"products[{i}].price", line.price)  # names the line
 
 
 class OrderDeclinedData(msgspec.Struct, frozen=True, gc=False):

@@ -15,8 +15,13 @@ MAX_AMOUNT = Decimal(10) ** 11
 """Largest accepted single amount, in currency units; keeps every sum in int64."""
 
 
+_ZERO = Decimal(0)
+
+
 def amount_problem(amount: Decimal) -> str | None:
     """Say why `amount` is not an acceptable money amount, or None when it is."""
+    if amount.is_finite() and _ZERO <= amount <= MAX_AMOUNT:  # Decimal to Decimal: no conversion
+        return None
     if not amount.is_finite():
         return f"{amount} is not a finite amount"
     if amount < 0:

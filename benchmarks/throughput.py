@@ -38,6 +38,9 @@ for `--duration` s, each stamped (`event_id` = `<id>@<epoch µs>` at send time);
 `segment-membership` topic is read and each change matched to its stamp by `cause_event_id`.
 p50/p99 are over membership events, split into queued (stamp -> the processor's `changed_at`),
 processing (-> the membership record's timestamp) and delivery (-> received by the reader).
+The baseline, a do-nothing forwarder with the same traffic on the same broker, runs before and
+after ours: the embedded broker's fetches slow down as it accumulates record batches, so the two
+brackets show how much of the figure is the broker's.
 
 CPU% is user+system time over the timed window, 100% = one core: processor(s), Redis server,
 broker, this harness, and `other` (the machine's busy time minus those: neighbours, kernel).
@@ -918,15 +921,15 @@ async def run_latency(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
                         ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items()), "", ""))
 
 
-async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
+async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass, when: str) -> None:
     """The baseline for the latency figure, in the same run: what this broker gives a pipeline
     that does nothing. Same warm-up history, producer, rate and duration as `run_latency`; a
     plain aiokafka forwarder (in this process) copies every input record to an output topic as
     soon as it is fetched, and a reader measures stamp -> received, two broker hops like ours."""
     args = bench.args
-    topics, _ = await bench.setup("floor", 0)
+    topics, _ = await bench.setup(f"floor-{when}", 0)
     kafka, parts = bench.services.kafka, args.partitions
-    await bench.produce(topics, warmup, "latency floor warm-up")
+    await bench.produce(topics, warmup, f"latency floor ({when} ours) warm-up")
     inputs = [TopicPartition(t, p) for t in (topics.customers, topics.orders)
               for p in range(parts)]
     outputs = [TopicPartition(topics.membership, p) for p in range(parts)]
@@ -948,7 +951,8 @@ async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass) -> Non
     await asyncio.gather(forwarder, reader)
     latencies.sort()
     bench.extra.append((
-        "baseline: plain forwarder on this broker, same traffic (stamp -> received) p50 / p99",
+        f"baseline {when} ours: plain forwarder, same broker and traffic (stamp -> received) "
+        "p50 / p99",
         f"{_quantile(latencies, 0.5):.1f} / {_quantile(latencies, 0.99):.1f} ms "
         f"({len(latencies)} of {sent}; CPU broker {cpu.get('broker', float('nan')):.0f}%, "
         f"harness {cpu['harness']:.0f}%)", "", ""))
@@ -1290,8 +1294,9 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.mode in ("throughput", "both"):
                 await run_throughput(bench, passes[:2])
             if args.mode in ("latency", "both"):
-                await run_latency_floor(bench, passes[0], passes[2])
+                await run_latency_floor(bench, passes[0], passes[2], "before")
                 await run_latency(bench, passes[0], passes[2])
+                await run_latency_floor(bench, passes[0], passes[2], "after")
         except BaseException:
             for child in bench.children:
                 say(f"--- last lines of {child.log_path}:\n{child.tail()}")

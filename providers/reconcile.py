@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -55,7 +54,6 @@ async def segment_emails(
     redis: Redis, key_prefix: str, partitions: int, slot: int
 ) -> SegmentEmails:
     """Emails of every member of the segment in ``slot`` across all partitions of the state."""
-    client: Any = redis
     store = StateStore(redis, key_prefix)
     emails: set[str] = set()
     missing: list[str] = []
@@ -63,7 +61,7 @@ async def segment_emails(
         ids = sorted(await store.members(partition, slot))
         if not ids:
             continue
-        blobs = await client.hmget(store.keys(partition).state, ids)
+        blobs = await store.load_states(partition, ids)
         for customer_id, blob in zip(ids, blobs, strict=True):
             email = decode_state(blob).email if blob is not None else None
             if email:

@@ -199,8 +199,8 @@ class Engine:
     def _decode_all(self, records: Iterable[Record]) -> dict[int, _Pending]:
         """Step 1, per partition: the events to apply and the customers not in the cache.
 
-        The hot loop of a batch: names are bound to locals, the common case has no call
-        besides the decoder's.
+        The hot loop of a batch: names are bound to locals, and no method is called per record
+        in the common case.
         """
         pending: dict[int, _Pending] = {}
         topic_of_class, repartition = self._topic_of_class, self._repartition
@@ -304,13 +304,10 @@ class Engine:
                 self._emit_diff(customer_id, state, new_mask, "event", write, event.event_id)
         self.stats.applied += applied
         self.stats.duplicates += duplicates
-        states = write.states
         for customer_id in dirty:
             state = cache[customer_id]
             if state is not None:
-                states[customer_id] = encode_state(state)
-        if write.deleted:  # deleted, then created again in this batch: the new state stays
-            write.deleted -= states.keys()
+                write.put_state(customer_id, encode_state(state))
         return write
 
     def _emit_diff(

@@ -917,6 +917,8 @@ async def run_latency(bench: Bench, warmup: Pass, timed_pass: Pass) -> None:
         bench.extra.append((f"  of which {part} (p50 / p99)",
                             f"{_quantile(values, 0.5):.0f} / {_quantile(values, 0.99):.0f} ms",
                             "", ""))
+    by_window = _by_window([(x.sent, x.total) for x in latencies])
+    bench.extra.append(("  p50 / p99 by send time", by_window, "", ""))
     bench.extra.append(("CPU% during the fixed-rate phase",
                         ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items()), "", ""))
 
@@ -935,9 +937,9 @@ async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass, when: 
     outputs = [TopicPartition(topics.membership, p) for p in range(parts)]
     starts = await high_watermarks(kafka, inputs + outputs)
     stop = asyncio.Event()
-    latencies: list[float] = []
+    stamped: list[tuple[float, float]] = []
     forwarder = asyncio.create_task(_forward(kafka, inputs, starts, topics.membership, stop))
-    reader = asyncio.create_task(_read_stamps(kafka, outputs, starts, latencies, stop))
+    reader = asyncio.create_task(_read_stamps(kafka, outputs, starts, stamped, stop))
     await asyncio.sleep(1.5)  # both consumers fetching
     processes = {"broker": bench.services.processes()["broker"], "harness": psutil.Process()}
     cpu0 = _cpu(processes)
@@ -949,13 +951,14 @@ async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass, when: 
     await asyncio.sleep(2.0)
     stop.set()
     await asyncio.gather(forwarder, reader)
-    latencies.sort()
+    latencies = sorted(latency for _, latency in stamped)
     bench.extra.append((
         f"baseline {when} ours: plain forwarder, same broker and traffic (stamp -> received) "
         "p50 / p99",
         f"{_quantile(latencies, 0.5):.1f} / {_quantile(latencies, 0.99):.1f} ms "
         f"({len(latencies)} of {sent}; CPU broker {cpu.get('broker', float('nan')):.0f}%, "
         f"harness {cpu['harness']:.0f}%)", "", ""))
+    bench.extra.append(("  p50 / p99 by send time", _by_window(stamped), "", ""))
 
 
 @contextlib.asynccontextmanager
@@ -992,7 +995,7 @@ async def _forward(kafka: str, inputs: list[TopicPartition], starts: dict[TopicP
 
 
 async def _read_stamps(kafka: str, outputs: list[TopicPartition],
-                       starts: dict[TopicPartition, int], latencies: list[float],
+                       starts: dict[TopicPartition, int], latencies: list[tuple[float, float]],
                        stop: asyncio.Event) -> None:
     start_at = {tp: starts[tp] for tp in outputs}
     async with _reading(kafka, start_at, LATENCY_READER_FETCH_WAIT_MS) as consumer:
@@ -1003,7 +1006,8 @@ async def _read_stamps(kafka: str, outputs: list[TopicPartition],
                 for record in records:
                     _, _, stamp = orjson.loads(record.value)["event_id"].rpartition("@")
                     if stamp.isdigit():
-                        latencies.append(received - int(stamp) / 1000.0)
+                        sent = int(stamp) / 1000.0
+                        latencies.append((sent, received - sent))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1013,9 +1017,25 @@ class Latency:
     applied): total = queued + processing + delivery."""
 
     total: float
+    sent: float  # epoch ms of the stamp, for the figures by time window
     queued: float  # stamp -> changed_at: produce, broker, fetch, waiting behind earlier batches
     processing: float  # changed_at -> record timestamp: applying the rest of the batch
     delivery: float  # record timestamp -> received: produce ack, broker, our reader's fetch
+
+
+def _by_window(stamped: list[tuple[float, float]], windows: int = 4) -> str:
+    """p50/p99 of latencies grouped by when their event was sent, in `windows` equal parts of
+    the fixed-rate phase: shows whether the broker's floor grows during the run."""
+    if not stamped:
+        return "-"
+    first = min(sent for sent, _ in stamped)
+    span = max(sent for sent, _ in stamped) - first or 1.0
+    groups: list[list[float]] = [[] for _ in range(windows)]
+    for sent, latency in stamped:
+        groups[min(windows - 1, int((sent - first) / span * windows))].append(latency)
+    width = span / windows / 1000.0
+    return ", ".join(f"{i * width:.0f}-{(i + 1) * width:.0f} s {_quantile(g, 0.5):.0f}/"
+                     f"{_quantile(g, 0.99):.0f}" for i, g in enumerate(groups))
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -1091,7 +1111,7 @@ async def _read_membership(
                         continue
                     sent = int(stamp) / 1000.0
                     changed = datetime.fromisoformat(change["changed_at"]).timestamp() * 1000.0
-                    latencies.append(Latency(received / 1000.0 - sent, changed - sent,
+                    latencies.append(Latency(received / 1000.0 - sent, sent, changed - sent,
                                              record.timestamp - changed,
                                              received / 1000.0 - record.timestamp))
 

@@ -28,6 +28,7 @@ class BatchProducer:
         self.producer = producer
         self._pending: Pending = {}
         self._partitions: dict[str, int] = {}
+        self._handing_over: asyncio.Future[None] | None = None  # the latest send's hand-over
 
     async def partitions_of(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -66,10 +67,26 @@ class BatchProducer:
         await self.send(self.detach())
 
     async def send(self, pending: Pending) -> None:
-        """Send what `detach` took and wait until the broker acknowledged all of it."""
+        """Send what `detach` took and wait until the broker acknowledged all of it.
+
+        Sends may overlap (the processor sends a batch while the previous one still waits for
+        its acks): each hands its records to the producer only after the send started before
+        it has handed over all of its own, so a partition's records keep the order in which
+        `send` was called, whatever order the producer's per-partition waits end in.
+        """
+        previous = self._handing_over
+        handed_over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._handing_over = handed_over
         futures: list[asyncio.Future[Any]] = []
-        for (topic, partition), records in pending.items():
-            futures.extend(await self._send_records(topic, partition, records))
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            for (topic, partition), records in pending.items():
+                futures.extend(await self._send_records(topic, partition, records))
+        finally:
+            handed_over.set_result(None)
+            if self._handing_over is handed_over:
+                self._handing_over = None
         if futures:
             await asyncio.gather(*futures)
 

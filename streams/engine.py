@@ -187,7 +187,19 @@ class Engine:
 
     async def finish(self, prepared: Prepared) -> None:
         """Steps 4-5: send the batch's records, wait for the acks, then commit it in Redis."""
+        await self.send(prepared)
+        await self.commit(prepared)
+
+    async def send(self, prepared: Prepared) -> None:
+        """Step 4: send the batch's records and wait for the broker's acks.
+
+        May run before the previous batch's `commit` (the processor does, to take that commit
+        out of the latency); the commits themselves must stay in batch order.
+        """
         await self.output.send(prepared.output)
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Step 5, after `send` of the same batch: states, masks and offsets, atomically."""
         await self.store.commit_many(prepared.writes)
         self.stats.batches += 1
 

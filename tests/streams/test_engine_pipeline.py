@@ -3,6 +3,7 @@ pipeline): states stay exact even when the cache must evict."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from redis.asyncio import Redis
@@ -13,7 +14,17 @@ from streams.partitioning import owner_partition
 from streams.settings import Settings
 from streams.store import StateStore
 from streams.topics import TopicNames
-from tests.streams.helpers import changes, create_topics, engine_on, members, read_topic
+from tests.streams.helpers import (
+    changes,
+    create_topics,
+    engine_on,
+    members,
+    produce,
+    read_topic,
+    running_processor,
+    state_of,
+    wait_for,
+)
 from tests.streams.test_engine_backfill import records
 from tests.streams.test_processor import BIG_SPENDERS, order
 
@@ -50,3 +61,49 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
     added = [c for c in changes(await read_topic(settings, topics.membership, len(customers)))
              if c["type"] == "segment.member_added"]
     assert sorted(c["customer_id"] for c in added) == sorted(customers)
+
+
+async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
+    settings: Settings, redis_client: Redis
+):
+    """A membership change waits for the broker only, not for the commit of the batch before
+    it: with Redis holding every write, a later batch's change still reaches the topic, and
+    nothing is lost once the writes resume."""
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    store = StateStore(redis_client, settings.key_prefix)
+
+    async def added(count: int) -> list[str]:
+        return [c["customer_id"] for c in changes(await read_topic(
+            settings, topics.membership, count, timeout=10)) if c["type"] == "segment.member_added"]
+
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order("c-warm", 1, "300")])
+        assert await added(1) == ["c-warm"]
+        await redis_client.execute_command("CLIENT", "PAUSE", 15_000, "WRITE")
+        try:
+            await produce(settings, [order("c-held", 1, "300")])  # batch N: its commit waits
+            await asyncio.sleep(1.0)  # batch N is sent and waiting for Redis
+            await produce(settings, [order("c-next", 1, "300")])  # batch N+1
+            assert sorted(await added(3)) == ["c-held", "c-next", "c-warm"]
+            # both changes are out while neither batch is committed
+            for customer_id in ("c-held", "c-next"):
+                p = owner_partition(customer_id, settings.partitions)
+                assert await store.load_states(p, [customer_id]) == [None], customer_id
+        finally:
+            await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await wait_for(lambda: _stored(store, settings, ["c-held", "c-next"]),
+                       what="both held batches committed")
+    assert await members(settings, redis_client, "big") == {"c-warm", "c-held", "c-next"}
+    for customer_id in ("c-held", "c-next"):
+        state = await state_of(settings, redis_client, customer_id)
+        assert state.order_count == 1, customer_id
+
+
+async def _stored(store: StateStore, settings: Settings, customer_ids: list[str]) -> bool:
+    for customer_id in customer_ids:
+        p = owner_partition(customer_id, settings.partitions)
+        if await store.load_states(p, [customer_id]) == [None]:
+            return False
+    return True

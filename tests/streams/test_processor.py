@@ -9,6 +9,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from streams.lag import consumer_lag, groups_and_topics
 from streams.partitioning import owner_partition
 from streams.settings import Settings
 from streams.store import PartitionKeys
@@ -255,3 +256,29 @@ async def test_a_deleted_segment_recreated_with_the_same_id_gets_its_members_bac
         ("c-r2", "segment.member_removed", "segment_deleted", 1),
         ("c-r2", "segment.member_added", "backfill", 2),
     ]
+
+
+async def test_group_lag_reaches_zero_while_the_processor_runs(
+    settings: Settings, redis_client: Redis
+):
+    """Operators watch the group's lag: the processor commits its offsets to Kafka as it goes
+    (beside its loop), not only when it stops."""
+    await create_topics(settings)
+    await define(settings, redis_client, "big", BIG_SPENDERS)
+    topics = TopicNames(settings.topic_prefix)
+    assert settings.kafka_bootstrap
+    groups = groups_and_topics(topics, settings.group_id)[:1]
+
+    async def caught_up() -> bool:
+        rows = await consumer_lag(settings.kafka_bootstrap or "", groups)
+        busy = [r for r in rows if r.end]
+        return bool(busy) and all(r.lag == 0 for r in busy)
+
+    async with running_processor(settings, redis_client):
+        await produce(settings, [order(f"c-lag{n}", 1, "120") for n in range(30)])
+        await produce(settings, [event("customer.created", f"c-lag{n}", f"cl{n}")
+                                 for n in range(10)])
+        await wait_for(caught_up, what="the group's committed offsets to reach the ends")
+        rows = await consumer_lag(settings.kafka_bootstrap, groups)
+    assert sum(r.end for r in rows if r.topic == topics.orders) == 30
+    assert sum(r.end for r in rows if r.topic == topics.customers) == 10

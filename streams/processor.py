@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -148,6 +148,7 @@ class Processor:
                 batch = fetch.result()
                 async with self.lock:
                     if batch:
+                        await let_io_run()  # the fetcher asks for the next records first
                         await self._process(batch)
                     now = time.monotonic()
                     if now - last_defs >= DEFINITIONS_POLL_SECONDS:
@@ -183,6 +184,7 @@ class Processor:
         positions = {tp: rs[-1].offset + 1 for tp, rs in batch.items()
                      if rs and tp.partition in owned}
         sending = asyncio.ensure_future(self.engine.send(prepared))
+        await let_io_run()  # the produce request leaves before the next batch's CPU-bound work
         try:
             await self.drain()
         except BaseException:
@@ -319,6 +321,19 @@ class Processor:
 
 def _field(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
+
+
+IO_STEPS: Final = 3
+"""Event-loop turns aiokafka needs to put a request on the wire once asked (a batch handed to
+the producer, or records taken from the fetcher): measured, 0-1 turns left the produce request
+waiting behind 20 ms of CPU-bound work, 2-6 turns sent it within 0.1 ms."""
+
+
+async def let_io_run() -> None:
+    """Give the producer's and fetcher's tasks the turns they need before a stretch of work
+    that does not yield (preparing a batch): otherwise their requests wait for it to end."""
+    for _ in range(IO_STEPS):
+        await asyncio.sleep(0)
 
 
 async def _commit_offsets(consumer: AIOKafkaConsumer,

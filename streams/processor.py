@@ -184,8 +184,8 @@ class Processor:
         positions = {tp: rs[-1].offset + 1 for tp, rs in batch.items()
                      if rs and tp.partition in owned}
         sending = asyncio.ensure_future(self.engine.send(prepared))
-        await let_io_run()  # the produce request leaves before the next batch's CPU-bound work
         try:
+            await let_io_run()  # the produce request leaves before the next batch's CPU work
             await self.drain()
         except BaseException:
             sending.cancel()

@@ -158,15 +158,20 @@ async def slot_of(redis: Redis, key_prefix: str, segment_id: str) -> int:
 
 
 async def members(settings: Settings, redis: Redis, segment_id: str) -> set[str]:
-    """Members of a segment in the processor's Redis state (all partitions)."""
+    """Members of a segment in the processor's Redis state (all partitions), checked against
+    the segment's stored count. Masks and counts are read one after the other, so while a
+    processor runs a commit can land in between: only a mismatch that persists fails."""
     store = StateStore(redis, settings.key_prefix)
     slot = await slot_of(redis, settings.key_prefix, segment_id)
-    found: set[str] = set()
-    for p in range(settings.partitions):
-        found.update(await store.members(p, slot))
-    counted = await store.member_count(settings.partitions, segment_id)
-    assert counted == len(found), f"{segment_id}: count {counted}, members {len(found)}"
-    return found
+    for _ in range(50):
+        found: set[str] = set()
+        for p in range(settings.partitions):
+            found.update(await store.members(p, slot))
+        counted = await store.member_count(settings.partitions, segment_id)
+        if counted == len(found):
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{segment_id}: count {counted}, members {len(found)}")
 
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:

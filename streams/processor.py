@@ -74,8 +74,10 @@ class Processor:
             bootstrap, self.topics, self.settings.partitions, self.settings.replication_factor
         )
         await self._check_cluster(bootstrap, partitions)
+        # linger 0: `BatchProducer` hands over complete batches, and aiokafka lets even those
+        # linger (measured: 5.5 ms from send_batch to the wire with linger_ms=5, 0.06 ms with 0)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, acks="all",
+            bootstrap_servers=bootstrap, linger_ms=0, acks="all",
             enable_idempotence=self.settings.idempotent_producer,
             max_batch_size=1 << 20,
         )

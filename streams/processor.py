@@ -216,11 +216,11 @@ class Processor:
         20-35 ms by the busy embedded broker held every event behind it. `force` (revocation,
         shutdown) waits for the one in flight, then commits and waits for that too.
         """
-        in_flight, self._kafka_commit = self._kafka_commit, None
+        in_flight = self._kafka_commit
         if in_flight is not None:
             if not in_flight.done() and not force:
-                self._kafka_commit = in_flight
                 return
+            self._kafka_commit = None
             await in_flight  # done, or waited for: surfaces anything but a skipped commit
         if self._consumer is None or not self._uncommitted:
             return

@@ -72,7 +72,6 @@ async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
-    store = StateStore(redis_client, settings.key_prefix)
 
     async def added(count: int) -> list[str]:
         return [c["customer_id"] for c in changes(await read_topic(
@@ -89,11 +88,10 @@ async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
             assert sorted(await added(3)) == ["c-held", "c-next", "c-warm"]
             # both changes are out while neither batch is committed
             for customer_id in ("c-held", "c-next"):
-                p = owner_partition(customer_id, settings.partitions)
-                assert await store.load_states(p, [customer_id]) == [None], customer_id
+                assert await state_of(settings, redis_client, customer_id) is None, customer_id
         finally:
             await redis_client.execute_command("CLIENT", "UNPAUSE")
-        await wait_for(lambda: _stored(store, settings, ["c-held", "c-next"]),
+        await wait_for(lambda: _stored(settings, redis_client, ["c-held", "c-next"]),
                        what="both held batches committed")
     assert await members(settings, redis_client, "big") == {"c-warm", "c-held", "c-next"}
     for customer_id in ("c-held", "c-next"):
@@ -101,9 +99,5 @@ async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
         assert state.order_count == 1, customer_id
 
 
-async def _stored(store: StateStore, settings: Settings, customer_ids: list[str]) -> bool:
-    for customer_id in customer_ids:
-        p = owner_partition(customer_id, settings.partitions)
-        if await store.load_states(p, [customer_id]) == [None]:
-            return False
-    return True
+async def _stored(settings: Settings, redis: Redis, customer_ids: list[str]) -> bool:
+    return all([await state_of(settings, redis, c) is not None for c in customer_ids])

@@ -797,6 +797,7 @@ async def scenario_faust(bench: Bench, data: Pass, segments: int) -> Row | None:
         "BENCH_FAUST_APP": app_id, "BENCH_KAFKA": bench.services.kafka,
         "BENCH_REDIS": bench.services.redis_url, "BENCH_TOPIC_PREFIX": topics.prefix,
         "BENCH_KEY_PREFIX": key_prefix, "BENCH_PARTITIONS": str(bench.args.partitions),
+        "BENCH_FAUST_DATADIR": str(bench.workdir / f"{app_id}-data"),
     })
     child = Child(f"faust worker {app_id}", [sys.executable, str(SCRIPT), "--faust-worker"], env,
                   bench.workdir / f"{app_id}.log")
@@ -1133,6 +1134,7 @@ def faust_worker_main() -> None:
     key_prefix = env["BENCH_KEY_PREFIX"]
     app = faust.App(
         env["BENCH_FAUST_APP"], broker=f"kafka://{env['BENCH_KAFKA']}",
+        datadir=env["BENCH_FAUST_DATADIR"],  # else Faust leaves "<app>-data/" in the cwd
         web_enabled=False, topic_disable_leader=True, topic_allow_declare=False,
         topic_partitions=int(env["BENCH_PARTITIONS"]), consumer_auto_offset_reset="earliest",
     )

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from streams.partitioning import owner_partition
 
 Headers = Sequence[tuple[str, bytes]]
-_NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
+NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
 Pending = dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]]
 
 
@@ -43,12 +43,17 @@ class BatchProducer:
 
     def add(
         self, topic: str, partition: int, key: bytes | None, value: bytes,
-        headers: Headers = _NO_HEADERS,
+        headers: Headers = NO_HEADERS,
     ) -> None:
+        self.pending(topic, partition).append((key, value, headers))
+
+    def pending(self, topic: str, partition: int) -> list[tuple[bytes | None, bytes, Headers]]:
+        """The list of records to send to one topic-partition, to append (key, value, headers)
+        to directly in hot loops; `NO_HEADERS` when there are none."""
         records = self._pending.get((topic, partition))
         if records is None:
             records = self._pending[(topic, partition)] = []
-        records.append((key, value, headers))
+        return records
 
     def partition_of(self, topic: str, key: str) -> int:
         """The partition the default (murmur2) partitioner gives `key` in a known topic."""
@@ -96,7 +101,7 @@ class BatchProducer:
         futures = []
         batch = self.producer.create_batch()
         for key, value, headers in records:
-            listed = headers if headers is _NO_HEADERS else list(headers)
+            listed = headers if headers is NO_HEADERS else list(headers)
             if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
                 futures.append(await self.producer.send_batch(batch, topic, partition=partition))
                 batch = self.producer.create_batch()

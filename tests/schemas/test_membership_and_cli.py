@@ -126,7 +126,8 @@ def test_the_engines_prepared_records_are_byte_identical(
     """The engine builds records from per-segment parts; same bytes, same ids as the reference."""
     changed_at = iso_ms(changed_ms)
     prepared = SegmentRecords(segment_id, version, changed_at, reason).record(
-        added, customer_id, cause_event_id or reason, SegmentRecords.who(customer_id, email),
+        added, SegmentRecords.cause_prefix(cause_event_id),
+        SegmentRecords.customer_suffixes(customer_id), SegmentRecords.who(customer_id, email),
         SegmentRecords.cause_tail(cause_event_id))
     assert prepared == membership_record(
         added=added, segment_id=segment_id, version=version, customer_id=customer_id,

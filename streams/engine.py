@@ -35,7 +35,7 @@ from segments.events import (
 from segments.features import FeatureState, apply_event, decode_state, encode_state, new_state
 from streams.definitions import DefinitionSet
 from streams.membership import SegmentRecords, dlq_headers, iso_ms
-from streams.output import NO_HEADERS, BatchProducer
+from streams.output import BatchProducer
 from streams.output import Pending as OutputRecords
 from streams.partitioning import owner_partition
 from streams.store import PartitionWrite, StateStore
@@ -337,7 +337,7 @@ class Engine:
         """Queue one membership record per flipped bit and set `state.segments_mask`.
 
         A cold start flips ~3 bits per event: the per-change work is a lookup, the record's
-        join and appends to lists and dicts bound here, no method call but the record's own.
+        join, its append to the partition's Kafka batch and a count.
         """
         diff = state.segments_mask ^ new_mask
         state.segments_mask = new_mask
@@ -365,13 +365,11 @@ class Engine:
                 continue
             segment_id = records.segment_id
             if new_mask & low:
-                sink.append((key, records.record(True, prefix, suffixes, who, cause_tail),
-                             NO_HEADERS))
+                sink.add(key, records.record(True, prefix, suffixes, who, cause_tail))
                 counts[segment_id] = counts.get(segment_id, 0) + 1
                 added += 1
             else:
-                sink.append((key, records.record(False, prefix, suffixes, who, cause_tail),
-                             NO_HEADERS))
+                sink.add(key, records.record(False, prefix, suffixes, who, cause_tail))
                 counts[segment_id] = counts.get(segment_id, 0) - 1
                 removed += 1
         self.stats.added += added

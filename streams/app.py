@@ -36,7 +36,11 @@ from streams.topics import TopicNames, ensure_topics
 
 log = logging.getLogger("segstream")
 
-Extra = Callable[[Settings, Redis, "Processor", asyncio.Event], Coroutine[Any, Any, None]]
+Extra = Callable[[Settings, Redis, "Processor", asyncio.Event, asyncio.Event],
+                 Coroutine[Any, Any, None]]
+"""Something run beside the roles (the demo): called with `stop` and `roles_stopped`. It stops
+what it drives when `stop` is set, and keeps what the roles use (the demo's fake provider) until
+`roles_stopped` is set."""
 
 
 @dataclass(frozen=True)
@@ -170,15 +174,20 @@ async def _run_roles(
             tasks.append(asyncio.create_task(
                 run_sync(settings, redis, stop, limits=limits, counters=sync_counters),
                 name="sync"))
-        if extra is not None:
-            tasks.append(asyncio.create_task(extra(settings, redis, processor, stop), name="extra"))
+        roles_stopped = asyncio.Event()
+        extras = [] if extra is None else [asyncio.create_task(
+            extra(settings, redis, processor, stop, roles_stopped), name="extra")]
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([waiter, *tasks, *extras], return_when=asyncio.FIRST_COMPLETED)
         processor.stop()
         stop.set()
+        # The roles stop first: the sync worker may still be delivering to the demo's fake
+        # provider, which the extra serves until it is told the roles are done.
         await asyncio.gather(*tasks, return_exceptions=True)
+        roles_stopped.set()
+        await asyncio.gather(*extras, return_exceptions=True)
         waiter.cancel()
-        for task in tasks:
+        for task in (*tasks, *extras):
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 

@@ -93,9 +93,10 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         from streams.demo import run_demo
 
         async def extra_demo(
-            s: Settings, redis: Redis, processor: Processor, st: asyncio.Event
+            s: Settings, redis: Redis, processor: Processor, st: asyncio.Event,
+            roles_stopped: asyncio.Event,
         ) -> None:
-            await run_demo(s, redis, processor, st, console, rate=args.demo_rate)
+            await run_demo(s, redis, processor, st, roles_stopped, console, rate=args.demo_rate)
 
         extra = extra_demo
     options = UpOptions(segments_file=args.segments, demo=args.demo)

@@ -77,10 +77,15 @@ async def run_demo(
     redis: Redis,
     processor: Processor,
     stop: asyncio.Event,
+    roles_stopped: asyncio.Event,
     console: Console,
     rate: int = 200,
 ) -> None:
-    """Create the demo segments, then produce traffic and show changes until `stop`."""
+    """Create the demo segments, then produce traffic and show changes until `stop`.
+
+    The fake Mailchimp keeps answering until `roles_stopped`: the sync worker delivers what it
+    holds before it stops, and would otherwise retry against a closed port.
+    """
     assert settings.kafka_bootstrap
     topics = TopicNames(settings.topic_prefix)
     await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
@@ -88,16 +93,21 @@ async def run_demo(
     fake = MailchimpFake()
     list_id, tags = fake.seed_list("Demo audience", [MAILCHIMP_TAG])
     async with serve_fake(fake) as base_url:
-        target = await _link_mailchimp(settings, redis, fake, base_url, list_id, tags, console)
-        store = DefinitionStore(redis, settings.key_prefix)
-        for entry in DEMO_SEGMENTS:
-            body = {k: v for k, v in entry.items() if k != "id"}
-            if entry["id"] == MAILCHIMP_SEGMENT:
-                body["auto_responder"] = target
-            await store.put(entry["id"], body)
-        view = DemoView({e["id"]: e["name"] for e in DEMO_SEGMENTS})
-        view.mailchimp = lambda: len(fake.state.segment_emails(list_id, tags[MAILCHIMP_TAG]))
-        await _show(settings, redis, processor, stop, console, rate, view)
+        try:
+            target = await _link_mailchimp(settings, redis, fake, base_url, list_id, tags,
+                                           console)
+            store = DefinitionStore(redis, settings.key_prefix)
+            for entry in DEMO_SEGMENTS:
+                body = {k: v for k, v in entry.items() if k != "id"}
+                if entry["id"] == MAILCHIMP_SEGMENT:
+                    body["auto_responder"] = target
+                await store.put(entry["id"], body)
+            view = DemoView({e["id"]: e["name"] for e in DEMO_SEGMENTS})
+            view.mailchimp = lambda: len(fake.state.segment_emails(list_id, tags[MAILCHIMP_TAG]))
+            await _show(settings, redis, processor, stop, console, rate, view)
+        finally:
+            stop.set()  # also when the demo failed: the roles stop, and then the fake server
+            await roles_stopped.wait()
 
 
 async def _link_mailchimp(

@@ -117,6 +117,46 @@ def test_up_starts_everything_answers_health_and_stops_cleanly_on_ctrl_c(tmp_pat
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.slow
+def test_up_demo_stops_after_the_sync_worker_delivered_to_its_fake_provider(tmp_path: Path):
+    """Ctrl-C while the demo's members stream to its fake Mailchimp: the sync worker's last
+    deliveries still reach it (the fake stops after the roles), so the demo stops at once,
+    without retrying against a closed port and holding the profile."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env |= {"SEGSTREAM_HTTP_PORT": str(port), "SEGSTREAM_PARTITIONS": "2", "COLUMNS": "120"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--demo", "--demo-rate", "3000"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(port)
+        synced = _wait_for_sync(port, at_least=1)
+        _wait_for_sync(port, at_least=synced + 1)  # stop while deliveries are flowing
+    finally:
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == 0, output
+    assert "stopped cleanly" in output
+    assert "ConnectError" not in output and "holding profile" not in output, output
+    assert time.monotonic() - stopped_at < 30, output
+
+
+def _wait_for_sync(port: int, at_least: int) -> int:
+    """Poll /metrics until the sync worker confirmed `at_least` changes; the count."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("segstream_sync_synced_total "):
+                synced = int(line.split()[1])
+                if synced >= at_least:
+                    return synced
+        time.sleep(0.05)
+    raise AssertionError(f"the demo's sync worker never confirmed {at_least} changes")
+
+
 def _kind(process: psutil.Process) -> str:
     name = " ".join(process.cmdline())
     return "tansu" if "tansu" in name else "valkey" if "valkey" in name else name

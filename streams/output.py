@@ -19,7 +19,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from streams.partitioning import owner_partition
 
 Headers = Sequence[tuple[str, bytes]]
-NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
+_NO_HEADERS: Final[list[tuple[str, bytes]]] = []  # read, never mutated, by aiokafka's builder
 
 
 class PartitionBatches:
@@ -37,8 +37,8 @@ class PartitionBatches:
         self.full: list[BatchBuilder] = []
         self.current = create()
 
-    def add(self, key: bytes | None, value: bytes, headers: Headers = NO_HEADERS) -> None:
-        listed = headers if headers is NO_HEADERS else list(headers)
+    def add(self, key: bytes | None, value: bytes, headers: Headers = _NO_HEADERS) -> None:
+        listed = headers if headers is _NO_HEADERS else list(headers)
         if self.current.append(key=key, value=value, timestamp=None, headers=listed) is None:
             self.full.append(self.current)
             self.current = self._create()
@@ -82,7 +82,7 @@ class BatchProducer:
 
     def add(
         self, topic: str, partition: int, key: bytes | None, value: bytes,
-        headers: Headers = NO_HEADERS,
+        headers: Headers = _NO_HEADERS,
     ) -> None:
         self.pending(topic, partition).add(key, value, headers)
 

@@ -107,7 +107,9 @@ async def run_demo(
             await _show(settings, redis, processor, stop, console, rate, view)
         finally:
             stop.set()  # also when the demo failed: the roles stop, and then the fake server
-            await roles_stopped.wait()
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # cancelled: nobody will set it
+                await roles_stopped.wait()
 
 
 async def _link_mailchimp(

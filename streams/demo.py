@@ -145,11 +145,19 @@ async def _show(
                     view.members[segment_id] = await counts.member_count(
                         settings.partitions, segment_id)
                 live.update(view.render(processor))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
+                await _pause(stop, 0.25)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait until `stop` is set or `seconds` passed. `asyncio.timeout`, not `wait_for`: on
+    Python 3.11 `wait_for` can swallow a cancellation that arrives as its timeout fires, and the
+    cancelled demo then ran on (seen in a test run)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 async def _traffic(
@@ -167,8 +175,7 @@ async def _traffic(
                 await producer.send(topic, orjson.dumps(event),
                                     key=event["customer_id"].encode())
                 view.sent += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), tick)
+            await _pause(stop, tick)
     finally:
         await producer.stop()
 

@@ -50,12 +50,6 @@ class PartitionBatches:
             return [*self.full, self.current]
         return list(self.full)
 
-    def __len__(self) -> int:
-        count = 0
-        for batch in (*self.full, self.current):
-            count += batch.record_count()
-        return count
-
 
 Pending = dict[tuple[str, int], PartitionBatches]
 
@@ -97,9 +91,6 @@ class BatchProducer:
     def partition_of(self, topic: str, key: str) -> int:
         """The partition the default (murmur2) partitioner gives `key` in a known topic."""
         return owner_partition(key, self._partitions[topic])
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._pending.values())
 
     def detach(self) -> Pending:
         """Take everything added so far, to `send` later; new records start a new set."""

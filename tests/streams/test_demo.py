@@ -18,8 +18,10 @@ from tests.streams.helpers import wait_for
 
 
 async def _started_demo(
-    settings: Settings, redis: Redis, stop: asyncio.Event, roles_stopped: asyncio.Event
-) -> asyncio.Task[None]:
+    settings: Settings, redis: Redis
+) -> tuple[asyncio.Task[None], asyncio.Event, asyncio.Event]:
+    """The demo task, once its segments are stored, with its `stop` and `roles_stopped`."""
+    stop, roles_stopped = asyncio.Event(), asyncio.Event()
     settings = replace(settings, secret_key=Secret(Fernet.generate_key().decode()))
     demo = asyncio.create_task(run_demo(
         settings, redis, Processor(settings, redis), stop, roles_stopped,
@@ -30,14 +32,13 @@ async def _started_demo(
         return MAILCHIMP_SEGMENT in (await store.load()).live
 
     await wait_for(segments_stored, what="the demo's segments")
-    return demo
+    return demo, stop, roles_stopped
 
 
 async def test_the_demo_keeps_its_fake_provider_until_the_roles_stopped(
     settings: Settings, redis_client: Redis
 ) -> None:
-    stop, roles_stopped = asyncio.Event(), asyncio.Event()
-    demo = await _started_demo(settings, redis_client, stop, roles_stopped)
+    demo, stop, roles_stopped = await _started_demo(settings, redis_client)
     stop.set()
     await asyncio.sleep(1.0)
     assert not demo.done(), "the demo ended while the sync worker might still deliver to it"
@@ -49,8 +50,7 @@ async def test_a_cancelled_demo_ends_without_waiting_for_the_roles(
     settings: Settings, redis_client: Redis
 ) -> None:
     """Cancelled (an error elsewhere), nobody will set `roles_stopped`: it must not wait."""
-    stop, roles_stopped = asyncio.Event(), asyncio.Event()
-    demo = await _started_demo(settings, redis_client, stop, roles_stopped)
+    demo, stop, _ = await _started_demo(settings, redis_client)
     demo.cancel()
     done, _ = await asyncio.wait({demo}, timeout=10)
     assert demo in done and demo.cancelled()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ from providers.fakes.server import serve_fake
 from providers.profiles import ProfileStore
 from segments.events import TOPIC_OF_TYPE
 from streams.definitions import DefinitionStore
+from streams.pause import pause
 from streams.processor import Processor
 from streams.settings import Settings
 from streams.store import StateStore
@@ -145,19 +145,10 @@ async def _show(
                     view.members[segment_id] = await counts.member_count(
                         settings.partitions, segment_id)
                 live.update(view.render(processor))
-                await _pause(stop, 0.25)
+                await pause(stop, 0.25)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    """Wait until `stop` is set or `seconds` passed. `asyncio.timeout`, not `wait_for`: on
-    Python 3.11 `wait_for` can swallow a cancellation that arrives as its timeout fires, and the
-    cancelled demo then ran on (seen in a test run)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
 
 
 async def _traffic(
@@ -175,7 +166,7 @@ async def _traffic(
                 await producer.send(topic, orjson.dumps(event),
                                     key=event["customer_id"].encode())
                 view.sent += 1
-            await _pause(stop, tick)
+            await pause(stop, tick)
     finally:
         await producer.stop()
 

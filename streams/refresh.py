@@ -8,11 +8,11 @@ next round; it never stops the others or the API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from providers.errors import ProviderError
 from providers.profiles import ProfileError, ProfileStore
+from streams.pause import pause
 
 log = logging.getLogger("segstream.refresh")
 
@@ -33,7 +33,6 @@ async def refresh_all(store: ProfileStore) -> int:
 async def refresh_forever(store: ProfileStore, interval_s: float, stop: asyncio.Event) -> None:
     """`refresh_all` every `interval_s` seconds until `stop`."""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await pause(stop, interval_s)
         if not stop.is_set():
             await refresh_all(store)

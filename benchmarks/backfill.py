@@ -36,6 +36,7 @@ from segments.features import apply_event, encode_state, new_state
 from streams.definitions import DefinitionStore
 from streams.embedded import EmbeddedServices
 from streams.partitioning import owner_partition
+from streams.redis_client import connect_redis
 from streams.store import PartitionKeys, StateStore
 from streams.topics import TopicNames, ensure_topics
 
@@ -133,7 +134,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with services(Path(tmp)) as (bootstrap, redis_url):
             await ensure_topics(bootstrap, topics, partitions, 1)
-            redis = Redis.from_url(redis_url)
+            redis = connect_redis(redis_url)
             try:
                 t0 = time.monotonic()
                 await build_states(redis, prefix, args.customers, partitions)

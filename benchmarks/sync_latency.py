@@ -40,6 +40,7 @@ from providers.profiles import ProfileStore
 from providers.worker import SyncCounters, run_sync
 from streams.definitions import DefinitionStore
 from streams.embedded import EmbeddedServices
+from streams.redis_client import connect_redis
 from streams.settings import Secret, Settings
 from streams.topics import TopicNames, ensure_topics
 
@@ -129,7 +130,7 @@ async def main(args: argparse.Namespace) -> None:
             await ensure_topics(svc.kafka_bootstrap, topics, 8, 1)
             fake = FAKES[args.provider](Faults(latency=args.latency))
             list_id, tags = fake.seed_list("Bench audience", ["Bench"])
-            redis = Redis.from_url(svc.redis_url)
+            redis = connect_redis(svc.redis_url)
             try:
                 async with serve_fake(fake) as base_url:
                     await run(args, settings, redis, fake, base_url, list_id, tags["Bench"])

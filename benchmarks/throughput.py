@@ -84,6 +84,7 @@ from segments.features import decode_state
 from streams.definitions import DefinitionStore
 from streams.embedded import EmbeddedServices
 from streams.partitioning import owner_partition
+from streams.redis_client import connect_redis
 from streams.store import StateStore
 from streams.topics import TopicNames, ensure_topics, high_watermarks
 from streams.traffic import Storefront
@@ -1144,7 +1145,7 @@ def faust_worker_main() -> None:
 
     @app.agent(source)
     async def segment_events(stream: Any) -> None:
-        redis = Redis.from_url(env["BENCH_REDIS"])
+        redis = connect_redis(env["BENCH_REDIS"])
         definitions = await DefinitionStore(redis, key_prefix).load()
         index = SegmentIndex(definitions.live.values())
         by_slot = {d.slot: d for d in definitions.live.values()}
@@ -1298,7 +1299,7 @@ async def main_async(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     async with services_for_run(workdir) as services:
-        redis = Redis.from_url(services.redis_url)
+        redis = connect_redis(services.redis_url)
         bench = Bench(args, services, redis, workdir)
         header = [
             f"segstream throughput benchmark: mode {args.mode}, {args.events:,} events/pass, "

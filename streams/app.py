@@ -29,6 +29,7 @@ from streams.embedded import resolve_services
 from streams.http import HealthChecks, MetricsSource, serve
 from streams.lag import consumer_lag, groups_and_topics, prometheus_lag
 from streams.processor import Processor
+from streams.redis_client import redis_client
 from streams.refresh import refresh_forever
 from streams.settings import Secret, Settings
 from streams.store import StateStore
@@ -84,15 +85,6 @@ def fill_generated_secrets(settings: Settings, say: Callable[[str], None]) -> Se
     if settings.secret_key is None:
         settings = replace(settings, secret_key=Secret(Fernet.generate_key().decode()))
     return settings
-
-
-@contextlib.asynccontextmanager
-async def redis_client(url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(url, decode_responses=False)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

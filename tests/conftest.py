@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio
 
 from streams.embedded import EmbeddedServices
+from streams.redis_client import redis_client as redis_client_for
 from streams.settings import Settings
 
 LEAK_GRACE_S = 2.0  # time tasks get to finish after the test's fixtures are torn down
@@ -106,8 +107,7 @@ def settings(services: TestServices, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def redis_client(services: TestServices) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(services.redis_url, decode_responses=False)
-    async with client:
+    async with redis_client_for(services.redis_url) as client:
         yield client
 
 

@@ -75,6 +75,8 @@ class EngineStats:
     added: int = 0
     removed: int = 0
     batches: int = 0
+    commits: int = 0
+    """Redis commits of batches: fewer than `batches` when commit groups formed (a backlog)."""
     backfilled: int = 0
     applied_during_backfill: int = 0
 
@@ -98,10 +100,22 @@ class Backfill:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A batch applied to the cache, with what `Engine.finish` must send and commit."""
+    """A batch applied to the cache, with what `Engine.finish` must send and commit.
 
-    writes: dict[int, PartitionWrite]
+    `writes` is None when the batch left its commit group open: its changes are committed with
+    a later batch's (`Engine.prepare(..., close=False)`).
+    """
+
+    writes: dict[int, PartitionWrite] | None
     output: OutputRecords
+
+
+@dataclass
+class _OpenWrite:
+    """One partition's uncommitted write in the open commit group, and its dirty customers."""
+
+    write: PartitionWrite
+    dirty: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -147,6 +161,8 @@ class Engine:
         self._records: dict[str, dict[int, SegmentRecords | None]] = {}
         """reason -> slot -> the records of that segment in this batch"""
         self._changed_at = ""
+        self._open: dict[int, _OpenWrite] = {}
+        """partition -> its write in the open commit group (batches applied, not committed)"""
         self.set_definitions(definitions)
 
     # -- definitions ------------------------------------------------------------------------
@@ -162,9 +178,12 @@ class Engine:
         return self.owned.setdefault(partition, OwnedPartition(partition))
 
     def release(self, partitions: Iterable[int]) -> None:
+        """Stop owning `partitions`; an open group's work for them is dropped, uncommitted (the
+        next owner replays it from the offsets in Redis)."""
         for p in partitions:
             self.owned.pop(p, None)
             self.backfills.pop(p, None)
+            self._open.pop(p, None)
 
     # -- the batch --------------------------------------------------------------------------
 
@@ -172,21 +191,64 @@ class Engine:
         """Apply one batch of records from owned partitions (any topics, any order)."""
         await self.finish(await self.prepare(records, now_ms))
 
-    async def prepare(self, records: Iterable[Record], now_ms: int) -> Prepared:
+    async def prepare(self, records: Iterable[Record], now_ms: int, close: bool = True) -> Prepared:
         """Steps 1-3 of a batch: the cache moves on, nothing is sent or committed yet.
 
         The processor may prepare the next batch while `finish` of this one runs, as long as
         it finishes batches in order.
+
+        With `close=False` the batch joins the open commit group: its states are neither
+        encoded nor committed until a later batch closes the group (or `close_group`), and
+        then each customer is encoded once for the whole group. Its records are still sent
+        with it. Under a backlog this makes the commits larger than one fetch's batch.
         """
         applied_before = self.stats.applied
+        self.stats.batches += 1
         self._new_batch(now_ms)
         pending = self._decode_all(records)
-        await self._load_missing(pending)
-        writes = {p: self._apply_all(p, work, now_ms) for p, work in pending.items()}
+        try:
+            await self._load_missing(pending)
+            for p, work in pending.items():
+                self._apply_all(p, work, now_ms)
+        except BaseException:
+            self._abandon_group()
+            raise
         if self.backfills:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
-        self._evict(writes.values())
+        writes = self._close() if close else None
+        self._evict(writes.values() if writes is not None else ())
         return Prepared(writes, self.output.detach())
+
+    @property
+    def group_open(self) -> bool:
+        """Whether batches were applied whose commit waits for the group to close."""
+        return bool(self._open)
+
+    def close_group(self) -> Prepared:
+        """The open commit group's writes, with no records of its own, for `finish`."""
+        return Prepared(self._close(), self.output.detach())
+
+    def _abandon_group(self) -> None:
+        """After a batch failed (half applied, perhaps): drop the open group, uncommitted, and
+        the caches it touched, so that nothing reaches Redis with offsets past events never
+        applied. The group's batches are replayed from the offsets in Redis."""
+        for p in self._open:
+            if p in self.owned:
+                self.owned[p].cache.clear()
+        self._open = {}
+
+    def _close(self) -> dict[int, PartitionWrite]:
+        """Encode the open group's dirty states once each; its writes leave the group."""
+        writes: dict[int, PartitionWrite] = {}
+        for p, group in self._open.items():
+            cache, write = self.owned[p].cache, group.write
+            for customer_id in group.dirty:
+                state = cache[customer_id]
+                if state is not None:
+                    write.put_state(customer_id, encode_state(state))
+            writes[p] = write
+        self._open = {}
+        return writes
 
     async def finish(self, prepared: Prepared) -> None:
         """Steps 4-5: send the batch's records, wait for the acks, then commit it in Redis."""
@@ -202,9 +264,13 @@ class Engine:
         await self.output.send(prepared.output)
 
     async def commit(self, prepared: Prepared) -> None:
-        """Step 5, after `send` of the same batch: states, masks and offsets, atomically."""
-        await self.store.commit_many(prepared.writes)
-        self.stats.batches += 1
+        """Step 5, after `send` of the same batch: states, masks and offsets, atomically.
+
+        Nothing for a batch that left its group open: the batch that closes it commits all.
+        """
+        if prepared.writes is not None:
+            await self.store.commit_many(prepared.writes)
+            self.stats.commits += 1
 
     def _new_batch(self, now_ms: int) -> None:
         """Per-batch constants: the batch's `changed_at` and the records prepared with it."""
@@ -287,11 +353,14 @@ class Engine:
             for customer_id, blob in zip(ids, blobs, strict=True):
                 cache[customer_id] = decode_state(blob) if blob is not None else None
 
-    def _apply_all(self, partition: int, work: _Pending, now_ms: int) -> PartitionWrite:
-        """Step 3 for one partition: apply, re-evaluate, queue changes, encode dirty states."""
+    def _apply_all(self, partition: int, work: _Pending, now_ms: int) -> None:
+        """Step 3 for one partition: apply, re-evaluate, queue changes, note dirty states."""
         cache = self.owned[partition].cache
-        write = PartitionWrite(offsets=work.offsets(partition))
-        dirty: set[str] = set()
+        group = self._open.get(partition)
+        if group is None:
+            group = self._open[partition] = _OpenWrite(PartitionWrite())
+        write, dirty = group.write, group.dirty
+        write.offsets.update(work.offsets(partition))
         evaluate = self.index.evaluate
         applied = duplicates = 0
         for event in work.events:
@@ -319,11 +388,6 @@ class Engine:
                 self._emit_diff(customer_id, state, new_mask, "event", write, event.event_id)
         self.stats.applied += applied
         self.stats.duplicates += duplicates
-        for customer_id in dirty:
-            state = cache[customer_id]
-            if state is not None:
-                write.put_state(customer_id, encode_state(state))
-        return write
 
     def _emit_diff(
         self,
@@ -389,8 +453,9 @@ class Engine:
     def _evict(self, uncommitted: Iterable[PartitionWrite] = ()) -> None:
         """Trim each partition's cache to its share, oldest first.
 
-        A customer whose write is not committed yet stays: loading it back from Redis before
-        the commit would read an older state.
+        A customer whose write is not committed yet stays (`uncommitted`, and the open commit
+        group's dirty customers): loading it back from Redis before the commit would read an
+        older state.
         """
         if not self.owned:
             return
@@ -398,6 +463,9 @@ class Engine:
         for write in uncommitted:
             keep.update(write.states)
             keep.update(write.deleted)
+        for group in self._open.values():
+            keep.update(group.dirty)
+            keep.update(group.write.deleted)
         per_partition = max(1, self.cache_size // len(self.owned))
         for owned in self.owned.values():
             excess = len(owned.cache) - per_partition
@@ -433,6 +501,8 @@ class Engine:
         plan = self.backfills.get(partition)
         if plan is None or partition not in self.owned:
             return 0
+        if self._open:  # its commit would later be overwritten by the group's older masks
+            raise RuntimeError("close the open commit group before a backfill step")
         cache = self.owned[partition].cache
         self._new_batch(now_ms)
         plan.cursor, blobs = await self.store.scan_states(partition, plan.cursor, chunk)

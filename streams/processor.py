@@ -33,6 +33,8 @@ log = logging.getLogger("segstream.processor")
 GC_FULL_COLLECT_SECONDS = 600.0
 DEFINITIONS_POLL_SECONDS = 0.5
 KAFKA_COMMIT_SECONDS = 0.5
+COMMIT_GROUP_SECONDS = 1.0
+"""A commit group under backlog is closed by the first batch prepared this long after it opened."""
 
 
 def wall_clock_ms() -> int:
@@ -62,6 +64,10 @@ class Processor:
         self._last_commit = 0.0
         self._kafka_commit: asyncio.Future[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
+        self._group_positions: dict[TopicPartition, int] = {}
+        """Kafka positions of the batches in the engine's open commit group."""
+        self._group_events = 0
+        self._group_opened = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -96,11 +102,12 @@ class Processor:
             await self._producer.stop()
             if self.engine is not None:
                 stats = self.engine.stats
-                log.info("stopped: %d events in %d batches (%.0f per batch), %d applied, "
-                         "%d repeated, %d dead letters, %d forwarded, %d added, %d removed",
+                log.info("stopped: %d events in %d batches (%.0f per batch) and %d commits, "
+                         "%d applied, %d repeated, %d dead letters, %d forwarded, %d added, "
+                         "%d removed",
                          stats.events, stats.batches, stats.events / max(1, stats.batches),
-                         stats.applied, stats.duplicates, stats.dead_letters, stats.forwarded,
-                         stats.added, stats.removed)
+                         stats.commits, stats.applied, stats.duplicates, stats.dead_letters,
+                         stats.forwarded, stats.added, stats.removed)
 
     async def _consume(self, bootstrap: str) -> None:
         self._consumer = consumer = AIOKafkaConsumer(
@@ -142,7 +149,7 @@ class Processor:
                 await asyncio.wait({fetch, stop_wait, *finishing},
                                    return_when=asyncio.FIRST_COMPLETED)
                 if self._finishing is not None and self._finishing.done():
-                    await self.drain()
+                    await self._settle()
                     await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -152,6 +159,8 @@ class Processor:
                     if batch:
                         await let_io_run()  # the fetcher asks for the next records first
                         await self._process(batch)
+                    else:  # caught up: what the backlog left open is committed now
+                        await self._close_open_group()
                     now = time.monotonic()
                     if now - last_defs >= DEFINITIONS_POLL_SECONDS:
                         last_defs = now
@@ -178,17 +187,49 @@ class Processor:
         The records do not wait for the previous batch's commit: a crash between the two can
         re-emit two batches' changes instead of one, with the same ids, and loses nothing,
         since a batch is committed only after its own records were acknowledged.
+
+        Under a backlog (a batch of `commit_group_from` records or more) the batch may leave
+        its commit to a later one: the engine's open commit group grows until it holds
+        `commit_group_max` events or is `COMMIT_GROUP_SECONDS` old, or a smaller batch or an
+        empty fetch closes it. Each customer is then encoded and written once per group, not
+        once per fetch (Tansu returns about one produced batch per partition per fetch).
         """
         assert self.engine is not None
         owned = self.engine.owned
         records = [r for tp, rs in batch.items() if tp.partition in owned for r in rs]
-        prepared = await self.engine.prepare(records, self.clock())
-        positions = {tp: rs[-1].offset + 1 for tp, rs in batch.items()
-                     if rs and tp.partition in owned}
+        now = time.monotonic()
+        if self._group_events == 0:
+            self._group_opened = now
+        self._group_events += len(records)
+        close = (len(records) < self.settings.commit_group_from
+                 or self._group_events >= self.settings.commit_group_max
+                 or now - self._group_opened >= COMMIT_GROUP_SECONDS)
+        try:
+            prepared = await self.engine.prepare(records, self.clock(), close=close)
+        except BaseException:  # the engine dropped its open group: nothing of it is committed
+            self._take_group_positions()
+            raise
+        self._group_positions.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()
+                                      if rs and tp.partition in owned})
+        await self._hand_over(prepared, self._take_group_positions() if close else {})
+
+    def _take_group_positions(self) -> dict[TopicPartition, int]:
+        """The Kafka positions the closing commit group covers; the next batch opens a new one."""
+        positions, self._group_positions, self._group_events = self._group_positions, {}, 0
+        return positions
+
+    async def _close_open_group(self) -> None:
+        """Hand over the engine's open commit group, if any, as a batch with no records."""
+        if self.engine is not None and self.engine.group_open:
+            await self._hand_over(self.engine.close_group(), self._take_group_positions())
+
+    async def _hand_over(self, prepared: Prepared, positions: dict[TopicPartition, int]) -> None:
+        """Start sending a prepared batch's records; its commit follows the previous batch's."""
+        assert self.engine is not None
         sending = asyncio.ensure_future(self.engine.send(prepared))
         try:
             await let_io_run()  # the produce request leaves before the next batch's CPU work
-            await self.drain()
+            await self._settle()
         except BaseException:
             sending.cancel()
             raise
@@ -198,16 +239,22 @@ class Processor:
                       sending: asyncio.Future[None]) -> None:
         assert self.engine is not None
         await sending
-        await self.engine.commit(prepared)
+        await self.engine.commit(prepared)  # nothing if the batch left its group open
         self._uncommitted.update(positions)
         self.ready.set()
 
-    async def drain(self) -> None:
-        """Wait until the batch being sent and committed is done (before anything else touches
-        Redis state or the partitions: definitions, backfill, rebalance, shutdown)."""
+    async def _settle(self) -> None:
+        """Wait until the batch being sent and committed is done."""
         finishing, self._finishing = self._finishing, None
         if finishing is not None:
             await finishing
+
+    async def drain(self) -> None:
+        """Commit everything prepared: the batch being sent and committed, then the open commit
+        group (before anything else touches Redis state or the partitions: definitions,
+        backfill, rebalance, shutdown)."""
+        await self._close_open_group()
+        await self._settle()
 
     async def _commit_kafka(self, force: bool = False) -> None:
         """Tell the group how far we are (for lag); Redis offsets remain the truth.

@@ -58,6 +58,10 @@ class Settings:
     replication_factor: int = 1
     run_dir: Path = Path(".segstream/run")
     batch_max: int = 20_000
+    commit_group_from: int = 2_000
+    """A fetched batch this large (a backlog) may leave its Redis commit to a later batch's."""
+    commit_group_max: int = 60_000
+    """The most events one Redis commit covers under a backlog (1: every batch commits)."""
     state_cache_size: int = 200_000
     group_id: str = "segstream-processor"
     idempotent_producer: bool = False
@@ -148,6 +152,8 @@ _ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "replication_factor": ("SEGSTREAM_REPLICATION_FACTOR", _positive_int),
     "run_dir": ("SEGSTREAM_RUN_DIR", Path),
     "batch_max": ("SEGSTREAM_BATCH_MAX", _positive_int),
+    "commit_group_from": ("SEGSTREAM_COMMIT_GROUP_FROM", _positive_int),
+    "commit_group_max": ("SEGSTREAM_COMMIT_GROUP_MAX", _positive_int),
     "state_cache_size": ("SEGSTREAM_STATE_CACHE", _non_negative_int),
     "group_id": ("SEGSTREAM_GROUP_ID", _str),
     "idempotent_producer": ("SEGSTREAM_KAFKA_IDEMPOTENCE", _bool),

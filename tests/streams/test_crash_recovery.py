@@ -51,7 +51,9 @@ SEGMENTS = {
 
 
 def _spawn(settings: Settings, log: BinaryIO) -> subprocess.Popen[bytes]:
+    # small batches, and commit groups of up to five of them: kills land inside open groups
     env = role_env(settings, SEGSTREAM_BATCH_MAX="300", SEGSTREAM_SESSION_TIMEOUT_MS="4000",
+                   SEGSTREAM_COMMIT_GROUP_FROM="20", SEGSTREAM_COMMIT_GROUP_MAX="1500",
                    SEGSTREAM_API_TOKEN="test-token", SEGSTREAM_SECRET_KEY="k" * 32)
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "process"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)

@@ -45,7 +45,7 @@ REPEAT_BUYERS = {"name": "Three orders or more", "groups": [{"conditions": [
 
 async def _redis_content(redis: Redis, settings: Settings) -> dict[str, Any]:
     """Every hash the engine writes, per partition, as a user of Redis would read it (offsets
-    without the run's topic prefix)."""
+    without the run's topic prefix, counts without zeros)."""
     store = StateStore(redis, settings.key_prefix)
     prefix = settings.topic_prefix.encode()
     content: dict[str, Any] = {}
@@ -55,8 +55,11 @@ async def _redis_content(redis: Redis, settings: Settings) -> dict[str, Any]:
         content[f"{p}:state"] = {c: decode_state(blob) for c, blob in states.items()}
         offsets = await redis.hgetall(keys.offsets)
         content[f"{p}:offsets"] = {k.removeprefix(prefix): v for k, v in offsets.items()}
-        for name in ("masks", "counts"):
-            content[f"{p}:{name}"] = await redis.hgetall(getattr(keys, name))
+        content[f"{p}:masks"] = await redis.hgetall(keys.masks)
+        # a count back to 0 is the same count as none: a +1 and a -1 in one commit write
+        # nothing, in two commits they leave "0" (member counts read both as 0)
+        counts = await redis.hgetall(keys.counts)
+        content[f"{p}:counts"] = {k: v for k, v in counts.items() if int(v) != 0}
     return content
 
 

@@ -11,14 +11,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state
 from streams.definitions import DefinitionStore
 from streams.partitioning import owner_partition
@@ -36,7 +34,7 @@ from tests.streams.helpers import (
     running_processor,
     wait_for,
 )
-from tests.streams.test_engine_backfill import Rec, records
+from tests.streams.test_engine_backfill import records
 from tests.streams.test_processor import BIG_SPENDERS, order
 
 REPEAT_BUYERS = {"name": "Three orders or more", "groups": [{"conditions": [
@@ -63,20 +61,6 @@ async def _redis_content(redis: Redis, settings: Settings) -> dict[str, Any]:
     return content
 
 
-def _records(settings: Settings, events: list[dict[str, Any]], offsets: dict[str, int]
-             ) -> list[Rec]:
-    """Consumed records of `events`, each on its type's topic at its owner partition."""
-    topics = TopicNames(settings.topic_prefix)
-    out = []
-    for e in events:
-        topic = getattr(topics, TOPIC_OF_TYPE[e["type"]])
-        p = owner_partition(e["customer_id"], settings.partitions)
-        at = offsets.get(f"{topic}:{p}", 0)
-        out.append(Rec(topic, p, at, e["customer_id"].encode(), orjson.dumps(e)))
-        offsets[f"{topic}:{p}"] = at + 1
-    return out
-
-
 async def test_a_group_reaches_redis_only_with_the_batch_that_closes_it(
     settings: Settings, redis_client: Redis
 ) -> None:
@@ -86,7 +70,7 @@ async def test_a_group_reaches_redis_only_with_the_batch_that_closes_it(
     store = StateStore(redis_client, settings.key_prefix)
     customers = [f"c-group{n}" for n in range(30)]
     first = customers[0]
-    offsets: dict[int, int] = {}
+    offsets: dict[tuple[str, int], int] = {}
     now = int(time.time() * 1000)
     async with engine_on(settings, redis_client) as engine:
         for n, close in ((1, False), (2, False)):
@@ -123,7 +107,7 @@ async def test_a_batch_that_fails_drops_its_open_group_and_the_replay_is_exact(
     customers = [f"c-fail{n}" for n in range(20)]
     now = int(time.time() * 1000)
     async with engine_on(settings, redis_client) as engine:
-        offsets: dict[int, int] = {}
+        offsets: dict[tuple[str, int], int] = {}
         first = records(settings, [order(c, 1, "10") for c in customers], offsets)
         second = records(settings, [order(c, 2, "10") for c in customers], offsets)
         await engine.finish(await engine.prepare(first, now, close=False))
@@ -196,10 +180,10 @@ async def test_grouped_commits_leave_redis_and_the_topic_as_batch_commits_do(
         definitions = DefinitionStore(redis_client, run_settings.key_prefix)
         await definitions.put("big", BIG_SPENDERS)
         await definitions.put("repeat", REPEAT_BUYERS)
-        offsets: dict[str, int] = {}
+        offsets: dict[tuple[str, int], int] = {}
         async with engine_on(run_settings, redis_client, cache_size=4) as engine:
             for n, (chunk, close) in enumerate(batches):
-                batch = _records(run_settings, chunk, offsets)
+                batch = records(run_settings, chunk, offsets)
                 await engine.finish(await engine.prepare(batch, now + n,
                                                          close=close or not grouping))
             await engine.finish(engine.close_group())

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import orjson
 from redis.asyncio import Redis
 
+from segments.events import TOPIC_OF_TYPE
 from streams.definitions import DefinitionStore
 from streams.partitioning import owner_partition
 from streams.settings import Settings
@@ -28,13 +29,18 @@ class Rec:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def records(settings: Settings, events: list[dict], offsets: dict[int, int]) -> list[Rec]:
-    topic = TopicNames(settings.topic_prefix).orders
+def records(settings: Settings, events: list[dict], offsets: dict[tuple[str, int], int]
+            ) -> list[Rec]:
+    """Consumed records of `events`, each on its type's topic at its owner partition, at the
+    next offset of that topic-partition in `offsets` (which moves on)."""
+    topics = TopicNames(settings.topic_prefix)
     out = []
     for e in events:
-        p = owner_partition(e["customer_id"], settings.partitions)
-        out.append(Rec(topic, p, offsets.get(p, 0), e["customer_id"].encode(), orjson.dumps(e)))
-        offsets[p] = offsets.get(p, 0) + 1
+        topic = getattr(topics, TOPIC_OF_TYPE[e["type"]])
+        tp = (topic, owner_partition(e["customer_id"], settings.partitions))
+        at = offsets.get(tp, 0)
+        out.append(Rec(topic, tp[1], at, e["customer_id"].encode(), orjson.dumps(e)))
+        offsets[tp] = at + 1
     return out
 
 
@@ -46,7 +52,7 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
     definitions = DefinitionStore(redis_client, settings.key_prefix)
     async with engine_on(settings, redis_client) as engine:
         customers = [f"c-live{n}" for n in range(200)]
-        offsets: dict[int, int] = {}
+        offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
         await engine.process(records(settings, [order(c, 1, "90") for c in customers], offsets),
                              now)

@@ -39,7 +39,7 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
     # a cache far too small for a batch: every prepare wants to evict
     async with engine_on(settings, redis_client, cache_size=settings.partitions) as engine:
         customers = [f"c-pipe{n}" for n in range(40)]
-        offsets: dict[int, int] = {}
+        offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
         first = await engine.prepare(
             records(settings, [order(c, 1, "300") for c in customers], offsets), now)

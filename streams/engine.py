@@ -163,6 +163,8 @@ class Engine:
         self._changed_at = ""
         self._open: dict[int, _OpenWrite] = {}
         """partition -> its write in the open commit group (batches applied, not committed)"""
+        self._awaiting_commit: list[dict[int, PartitionWrite]] = []
+        """Writes of prepared batches not committed yet, oldest first (kept from eviction)."""
         self.set_definitions(definitions)
 
     # -- definitions ------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class Engine:
         if self.backfills:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
         writes = self._close() if close else None
-        self._evict(writes.values() if writes is not None else ())
+        self._evict()
         return Prepared(writes, self.output.detach())
 
     @property
@@ -227,6 +229,11 @@ class Engine:
     def close_group(self) -> Prepared:
         """The open commit group's writes, with no records of its own, for `finish`."""
         return Prepared(self._close(), self.output.detach())
+
+    @property
+    def uncommitted(self) -> int:
+        """Prepared batches (or closed groups) whose writes are not committed yet."""
+        return len(self._awaiting_commit)
 
     def _abandon_group(self) -> None:
         """After a batch failed (half applied, perhaps): drop the open group, uncommitted, and
@@ -248,6 +255,7 @@ class Engine:
                     write.put_state(customer_id, encode_state(state))
             writes[p] = write
         self._open = {}
+        self._awaiting_commit.append(writes)
         return writes
 
     async def finish(self, prepared: Prepared) -> None:
@@ -271,6 +279,7 @@ class Engine:
         if prepared.writes is not None:
             await self.store.commit_many(prepared.writes)
             self.stats.commits += 1
+            self._awaiting_commit = [w for w in self._awaiting_commit if w is not prepared.writes]
 
     def _new_batch(self, now_ms: int) -> None:
         """Per-batch constants: the batch's `changed_at` and the records prepared with it."""
@@ -450,19 +459,20 @@ class Engine:
             return SegmentRecords(tomb[0], tomb[1], self._changed_at, "segment_deleted")
         return None
 
-    def _evict(self, uncommitted: Iterable[PartitionWrite] = ()) -> None:
+    def _evict(self) -> None:
         """Trim each partition's cache to its share, oldest first.
 
-        A customer whose write is not committed yet stays (`uncommitted`, and the open commit
-        group's dirty customers): loading it back from Redis before the commit would read an
-        older state.
+        A customer whose write is not committed yet stays (the writes of prepared batches not
+        committed yet, and the open commit group's dirty customers): loading it back from Redis
+        before the commit would read an older state.
         """
         if not self.owned:
             return
         keep: set[str] = set()
-        for write in uncommitted:
-            keep.update(write.states)
-            keep.update(write.deleted)
+        for writes in self._awaiting_commit:
+            for write in writes.values():
+                keep.update(write.states)
+                keep.update(write.deleted)
         for group in self._open.values():
             keep.update(group.dirty)
             keep.update(group.write.deleted)
@@ -503,6 +513,8 @@ class Engine:
             return 0
         if self._open:  # its commit would later be overwritten by the group's older masks
             raise RuntimeError("close the open commit group before a backfill step")
+        if self._awaiting_commit:  # a state it scans from Redis may be older than the cache's
+            raise RuntimeError("commit the prepared batches before a backfill step")
         cache = self.owned[partition].cache
         self._new_batch(now_ms)
         plan.cursor, blobs = await self.store.scan_states(partition, plan.cursor, chunk)

@@ -64,6 +64,10 @@ class Processor:
         self._last_commit = 0.0
         self._kafka_commit: asyncio.Future[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
+        """The latest batch's send and commit; it waits for `_older`'s before committing."""
+        self._older: asyncio.Future[None] | None = None
+        """The batch before it, still finishing: two batches may be in flight while a third is
+        prepared (`_hand_over`)."""
         self._group_positions: dict[TopicPartition, int] = {}
         """Kafka positions of the batches in the engine's open commit group."""
         self._group_events = 0
@@ -184,9 +188,9 @@ class Processor:
         """Prepare the batch and start sending its records at once; its commit goes to
         `_finishing`, after the previous batch's (commits stay in batch order).
 
-        The records do not wait for the previous batch's commit: a crash between the two can
-        re-emit two batches' changes instead of one, with the same ids, and loses nothing,
-        since a batch is committed only after its own records were acknowledged.
+        The records do not wait for the previous batches' commits: a crash can re-emit up to
+        three batches' changes instead of one, with the same ids, and loses nothing, since a
+        batch is committed only after its own records were acknowledged.
 
         Under a backlog (a batch of `commit_group_from` records or more) the batch may leave
         its commit to a later one: the engine's open commit group grows until it holds
@@ -224,28 +228,43 @@ class Processor:
             await self._hand_over(self.engine.close_group(), self._take_group_positions())
 
     async def _hand_over(self, prepared: Prepared, positions: dict[TopicPartition, int]) -> None:
-        """Start sending a prepared batch's records; its commit follows the previous batch's."""
+        """Start sending a prepared batch's records; its commit follows the previous batch's.
+
+        Before the next batch is prepared, the batch two back must be done: its send and commit
+        then overlap a whole batch's CPU work. Waiting for the previous one instead left the
+        processor idle 10-16% of a backlog: a batch's ~16 Kafka batches of records take two
+        produce round trips, and the producer runs them only when the CPU-bound preparation of
+        the next batch lets the event loop turn, so they end just after it.
+        """
         assert self.engine is not None
         sending = asyncio.ensure_future(self.engine.send(prepared))
         try:
             await let_io_run()  # the produce request leaves before the next batch's CPU work
-            await self._settle()
+            older, self._older = self._older, None
+            if older is not None:
+                await older
         except BaseException:
             sending.cancel()
             raise
-        self._finishing = asyncio.ensure_future(self._finish(prepared, positions, sending))
+        self._older = previous = self._finishing
+        self._finishing = asyncio.ensure_future(
+            self._finish(prepared, positions, sending, previous))
 
     async def _finish(self, prepared: Prepared, positions: dict[TopicPartition, int],
-                      sending: asyncio.Future[None]) -> None:
+                      sending: asyncio.Future[None], previous: asyncio.Future[None] | None,
+                      ) -> None:
         assert self.engine is not None
         await sending
+        if previous is not None:
+            await previous  # commits stay in batch order; its error is this batch's too
         await self.engine.commit(prepared)  # nothing if the batch left its group open
         self._uncommitted.update(positions)
         self.ready.set()
 
     async def _settle(self) -> None:
-        """Wait until the batch being sent and committed is done."""
-        finishing, self._finishing = self._finishing, None
+        """Wait until every batch being sent and committed is done (the latest waits for the
+        one before it)."""
+        finishing, self._finishing, self._older = self._finishing, None, None
         if finishing is not None:
             await finishing
 

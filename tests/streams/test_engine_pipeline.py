@@ -63,12 +63,45 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
     assert sorted(c["customer_id"] for c in added) == sorted(customers)
 
 
+async def test_a_batch_prepared_two_commits_ahead_sees_the_states_of_both(
+    settings: Settings, redis_client: Redis
+):
+    """The processor prepares a batch while the two before it are being sent and committed: a
+    customer of the first, evicted from the cache while the second was prepared, would be read
+    back from Redis without the first batch's order."""
+    await create_topics(settings)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    store = StateStore(redis_client, settings.key_prefix)
+    async with engine_on(settings, redis_client, cache_size=settings.partitions) as engine:
+        early = [f"c-early{n}" for n in range(30)]
+        other = [f"c-other{n}" for n in range(30)]
+        offsets: dict[tuple[str, int], int] = {}
+        now = int(time.time() * 1000)
+        batches = [[order(c, 1, "300") for c in early], [order(c, 1, "300") for c in other],
+                   [order(c, 2, "300") for c in early]]
+        prepared = []
+        for n, events in enumerate(batches):
+            prepared.append(await engine.prepare(records(settings, events, offsets), now + n))
+        assert engine.uncommitted == 3
+        for batch in prepared:
+            await engine.finish(batch)
+        assert engine.uncommitted == 0
+
+    for customer_id in early:
+        [blob] = await store.load_states(owner_partition(customer_id, settings.partitions),
+                                         [customer_id])
+        assert blob is not None
+        state = decode_state(blob)
+        assert (state.order_count, state.total_spent) == (2, 600 * 10_000), customer_id
+    assert await members(settings, redis_client, "big") == set(early) | set(other)
+
+
 async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
     settings: Settings, redis_client: Redis
 ):
-    """A membership change waits for the broker only, not for the commit of the batch before
-    it: with Redis holding every write, a later batch's change still reaches the topic, and
-    nothing is lost once the writes resume."""
+    """A membership change waits for the broker only, not for the commits of the batches before
+    it: with Redis holding every write, the changes of the next two batches still reach the
+    topic, and nothing is lost once the writes resume."""
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
@@ -85,16 +118,19 @@ async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
             await produce(settings, [order("c-held", 1, "300")])  # batch N: its commit waits
             await asyncio.sleep(1.0)  # batch N is sent and waiting for Redis
             await produce(settings, [order("c-next", 1, "300")])  # batch N+1
-            assert sorted(await added(3)) == ["c-held", "c-next", "c-warm"]
-            # both changes are out while neither batch is committed
-            for customer_id in ("c-held", "c-next"):
+            await asyncio.sleep(1.0)
+            await produce(settings, [order("c-third", 1, "300")])  # batch N+2
+            assert sorted(await added(4)) == ["c-held", "c-next", "c-third", "c-warm"]
+            # the three changes are out while no batch of them is committed
+            for customer_id in ("c-held", "c-next", "c-third"):
                 assert await state_of(settings, redis_client, customer_id) is None, customer_id
         finally:
             await redis_client.execute_command("CLIENT", "UNPAUSE")
-        await wait_for(lambda: _stored(settings, redis_client, ["c-held", "c-next"]),
-                       what="both held batches committed")
-    assert await members(settings, redis_client, "big") == {"c-warm", "c-held", "c-next"}
-    for customer_id in ("c-held", "c-next"):
+        await wait_for(lambda: _stored(settings, redis_client, ["c-held", "c-next", "c-third"]),
+                       what="the three held batches committed")
+    assert await members(settings, redis_client, "big") == {
+        "c-warm", "c-held", "c-next", "c-third"}
+    for customer_id in ("c-held", "c-next", "c-third"):
         state = await state_of(settings, redis_client, customer_id)
         assert state.order_count == 1, customer_id
 

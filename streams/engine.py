@@ -6,7 +6,8 @@ writer, so the cache is coherent). A batch goes through five steps with no await
 1. decode every record; bad ones become dead letters, strays (a producer partitioner that placed
    the customer elsewhere) are forwarded to the repartition topic at their owner partition;
 2. load, in one HMGET per partition, the states the cache lacks;
-3. apply each event, re-evaluate only the segments whose inputs changed, queue membership changes;
+3. apply each event, re-evaluate only the segments whose inputs changed, queue membership changes
+   (the event loop turns every `APPLY_CHUNK` events, so the producer and the fetcher go on);
 4. flush every produced record and wait for the broker's acknowledgement;
 5. commit states, membership masks and counts, and the consumed offsets of each partition in
    one atomic script call (all partitions pipelined in one round trip).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from segments.definitions import SegmentDefinition
 from segments.evaluator import SegmentIndex
@@ -33,6 +34,7 @@ from segments.events import (
     event_type,
 )
 from segments.features import FeatureState, apply_event, decode_state, encode_state, new_state
+from streams.aio import let_io_run
 from streams.definitions import DefinitionSet
 from streams.membership import SegmentRecords, dlq_headers, iso_ms
 from streams.output import BatchProducer
@@ -44,6 +46,14 @@ from streams.topics import TopicNames
 log = logging.getLogger("segstream.engine")
 
 _UNKNOWN: Any = object()  # a slot whose records this batch has not looked up yet
+
+APPLY_CHUNK: Final = 1000
+"""Events applied between two turns of the event loop while a large batch is prepared.
+
+The producer sends the previous batches' records, and the fetcher takes the next ones, only
+when the loop turns; a 20,000-event batch is ~0.6 s of CPU. Three alternating runs each, with
+the previous two batches finishing meanwhile: cold@50 27.0/26.4/28.1k -> 28.2/28.8/28.5k
+events/s, steady@50 28.4/27.3/30.1k -> 30.7/31.4/32.4k (with produce requests by round)."""
 
 
 class Record(Protocol):
@@ -163,6 +173,7 @@ class Engine:
         self._changed_at = ""
         self._open: dict[int, _OpenWrite] = {}
         """partition -> its write in the open commit group (batches applied, not committed)"""
+        self.apply_chunk = APPLY_CHUNK
         self._awaiting_commit: list[dict[int, PartitionWrite]] = []
         """Writes of prepared batches not committed yet, oldest first (kept from eviction)."""
         self.set_definitions(definitions)
@@ -210,8 +221,16 @@ class Engine:
         pending = self._decode_all(records)
         try:
             await self._load_missing(pending)
+            since_turn = 0
             for p, work in pending.items():
-                self._apply_all(p, work, now_ms)
+                events = work.events
+                for start in range(0, max(1, len(events)), self.apply_chunk):
+                    chunk = events[start:start + self.apply_chunk]
+                    self._apply_all(p, work, chunk, now_ms)
+                    since_turn += len(chunk)
+                    if since_turn >= self.apply_chunk:
+                        since_turn = 0
+                        await let_io_run()
         except BaseException:
             self._abandon_group()
             raise
@@ -362,8 +381,9 @@ class Engine:
             for customer_id, blob in zip(ids, blobs, strict=True):
                 cache[customer_id] = decode_state(blob) if blob is not None else None
 
-    def _apply_all(self, partition: int, work: _Pending, now_ms: int) -> None:
-        """Step 3 for one partition: apply, re-evaluate, queue changes, note dirty states."""
+    def _apply_all(self, partition: int, work: _Pending, events: list[Any], now_ms: int) -> None:
+        """Step 3 for `events` of one partition (all of its batch's, or a chunk of them):
+        apply, re-evaluate, queue changes, note dirty states."""
         cache = self.owned[partition].cache
         group = self._open.get(partition)
         if group is None:
@@ -372,7 +392,7 @@ class Engine:
         write.offsets.update(work.offsets(partition))
         evaluate = self.index.evaluate
         applied = duplicates = 0
-        for event in work.events:
+        for event in events:
             customer_id = event.customer_id
             state = cache.get(customer_id)
             if type(event) is CustomerDeleted:

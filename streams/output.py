@@ -116,13 +116,26 @@ class BatchProducer:
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            for (topic, partition), batches in pending.items():
-                for batch in batches.batches():
-                    futures.append(
-                        await self.producer.send_batch(batch, topic, partition=partition))
+            for topic, partition, batch in _by_round(pending):
+                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         finally:
             handed_over.set_result(None)
             if self._handing_over is handed_over:
                 self._handing_over = None
         if futures:
             await asyncio.gather(*futures)
+
+
+def _by_round(pending: Pending) -> list[tuple[str, int, BatchBuilder]]:
+    """Every partition's first batch, then every partition's second one, and so on.
+
+    The producer queues one batch per partition until a produce request takes it, and has one
+    request in flight per broker. Handed over partition by partition, a partition's second
+    batch waits for a request that carries little more than its first, and the requests go one
+    after the other. In a cold@50 benchmark run: 249 produce requests for 299 batches that way,
+    172 for 271 by round.
+    """
+    rounds = [(i, topic, partition, batch) for (topic, partition), batches in pending.items()
+              for i, batch in enumerate(batches.batches())]
+    rounds.sort(key=lambda entry: entry[0])  # stable: a partition's batches keep their order
+    return [(topic, partition, batch) for _, topic, partition, batch in rounds]

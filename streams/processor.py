@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -21,6 +21,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from redis.asyncio import Redis
 
+from streams.aio import let_io_run
 from streams.definitions import DefinitionStore
 from streams.engine import Engine, Prepared
 from streams.output import BatchProducer
@@ -389,19 +390,6 @@ class Processor:
 
 def _field(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
-
-
-IO_STEPS: Final = 3
-"""Event-loop turns aiokafka needs to put a request on the wire once asked (a batch handed to
-the producer, or records taken from the fetcher): measured, 0-1 turns left the produce request
-waiting behind 20 ms of CPU-bound work, 2-6 turns sent it within 0.1 ms."""
-
-
-async def let_io_run() -> None:
-    """Give the producer's and fetcher's tasks the turns they need before a stretch of work
-    that does not yield (preparing a batch): otherwise their requests wait for it to end."""
-    for _ in range(IO_STEPS):
-        await asyncio.sleep(0)
 
 
 async def _commit_offsets(consumer: AIOKafkaConsumer,

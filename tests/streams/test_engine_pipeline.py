@@ -96,6 +96,34 @@ async def test_a_batch_prepared_two_commits_ahead_sees_the_states_of_both(
     assert await members(settings, redis_client, "big") == set(early) | set(other)
 
 
+async def test_a_batch_is_sent_while_a_large_one_after_it_is_prepared(
+    settings: Settings, redis_client: Redis
+):
+    """Under a backlog the processor prepares batches of thousands of events, CPU-bound, while
+    the batch before goes out: the event loop must turn during the preparation, or the
+    producer sends nothing until it ends."""
+    await create_topics(settings)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    customers = [f"c-turn{n}" for n in range(20)]
+    async with engine_on(settings, redis_client) as engine:
+        engine.apply_chunk = 200
+        offsets: dict[tuple[str, int], int] = {}
+        now = int(time.time() * 1000)
+        first = await engine.prepare(
+            records(settings, [order(c, 0, "300") for c in customers], offsets), now)
+        sending = asyncio.ensure_future(engine.send(first))
+        # the customers are cached: preparing the large batch awaits no I/O of its own
+        large = [order(c, n, "10") for n in range(1, 401) for c in customers]
+        second = await engine.prepare(records(settings, large, offsets), now + 1)
+        assert sending.done(), "the first batch's records were not sent during the second's"
+        await sending
+        await engine.commit(first)
+        await engine.finish(second)
+    assert await members(settings, redis_client, "big") == set(customers)
+    state = await state_of(settings, redis_client, customers[0])
+    assert state.order_count == 401
+
+
 async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
     settings: Settings, redis_client: Redis
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.output import BatchProducer
@@ -15,13 +16,18 @@ SENDS = 12
 PER_PARTITION = 40
 
 
-async def test_overlapping_sends_keep_each_partitions_order(settings: Settings) -> None:
+@pytest.mark.parametrize("batch_size", [1 << 20, 256], ids=["one-batch", "several-batches"])
+async def test_overlapping_sends_keep_each_partitions_order(
+    settings: Settings, batch_size: int
+) -> None:
     """The processor sends batch N+1 while batch N still waits for its acks. A subscriber must
     still see N's changes of a customer before N+1's, even when the two batches list their
-    partitions in different orders (the producer's per-partition waits then end crosswise)."""
+    partitions in different orders (the producer's per-partition waits then end crosswise), and
+    when a send holds several Kafka batches per partition (handed over round by round)."""
     await create_topics(settings)
     topic = TopicNames(settings.topic_prefix).membership
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                max_batch_size=batch_size)
     await producer.start()
     try:
         output = BatchProducer(producer)

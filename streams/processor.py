@@ -255,9 +255,11 @@ class Processor:
                       sending: asyncio.Future[None], previous: asyncio.Future[None] | None,
                       ) -> None:
         assert self.engine is not None
-        await sending
-        if previous is not None:
-            await previous  # commits stay in batch order; its error is this batch's too
+        try:
+            await sending
+        finally:  # even when the send failed: the chain is awaited whole, no error unseen
+            if previous is not None:
+                await previous  # commits stay in batch order; its error is this batch's too
         await self.engine.commit(prepared)  # nothing if the batch left its group open
         self._uncommitted.update(positions)
         self.ready.set()

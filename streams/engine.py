@@ -488,6 +488,9 @@ class Engine:
         """
         if not self.owned:
             return
+        per_partition = max(1, self.cache_size // len(self.owned))
+        if all(len(owned.cache) <= per_partition for owned in self.owned.values()):
+            return  # the usual case: no set of the customers to keep is built
         keep: set[str] = set()
         for writes in self._awaiting_commit:
             for write in writes.values():
@@ -496,7 +499,6 @@ class Engine:
         for group in self._open.values():
             keep.update(group.dirty)
             keep.update(group.write.deleted)
-        per_partition = max(1, self.cache_size // len(self.owned))
         for owned in self.owned.values():
             excess = len(owned.cache) - per_partition
             if excess <= 0:

@@ -86,6 +86,10 @@ async def test_a_batch_prepared_two_commits_ahead_sees_the_states_of_both(
         for batch in prepared:
             await engine.finish(batch)
         assert engine.uncommitted == 0
+        # with nothing left to commit, the next batch trims every cache to its share (one)
+        await engine.finish(await engine.prepare(
+            records(settings, [order("c-late", 1, "300")], offsets), now + len(batches)))
+        assert [len(owned.cache) for owned in engine.owned.values()] == [1] * settings.partitions
 
     for customer_id in early:
         [blob] = await store.load_states(owner_partition(customer_id, settings.partitions),
@@ -93,7 +97,7 @@ async def test_a_batch_prepared_two_commits_ahead_sees_the_states_of_both(
         assert blob is not None
         state = decode_state(blob)
         assert (state.order_count, state.total_spent) == (2, 600 * 10_000), customer_id
-    assert await members(settings, redis_client, "big") == set(early) | set(other)
+    assert await members(settings, redis_client, "big") == {*early, *other, "c-late"}
 
 
 async def test_a_batch_is_sent_while_a_large_one_after_it_is_prepared(

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
+import pytest
+import redis.exceptions
 from redis.asyncio import Redis
 
 from segments.features import decode_state
 from streams.definitions import DefinitionStore
 from streams.partitioning import owner_partition
+from streams.processor import Processor
+from streams.redis_client import redis_client as redis_client_for
 from streams.settings import Settings
 from streams.store import StateStore
 from streams.topics import TopicNames
@@ -169,3 +174,50 @@ async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
 
 async def _stored(settings: Settings, redis: Redis, customer_ids: list[str]) -> bool:
     return all([await state_of(settings, redis, c) is not None for c in customer_ids])
+
+
+async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothing(
+    settings: Settings, redis_client: Redis
+):
+    """A commit that Redis never answers must end the processor with the error, whichever of
+    the batches in flight it belongs to, not leave it waiting; its restart applies the held
+    event exactly once and re-sends its change with the same id."""
+    settings = replace(settings, session_timeout_ms=3000)  # the rejoin waits for the old member
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    assert settings.redis_url
+    async with redis_client_for(settings.redis_url, socket_timeout=1.0) as impatient:
+        processor = Processor(settings, impatient)
+        task = asyncio.create_task(processor.run())
+        try:
+            await wait_for(lambda: _owns_partitions(processor, task), timeout=60,
+                           what="processor to own partitions")
+            await redis_client.execute_command("CLIENT", "PAUSE", 4_000, "WRITE")
+            await produce(settings, [order("c-stuck", 1, "300")])
+            done, _ = await asyncio.wait({task}, timeout=30)
+            assert done, "the processor kept waiting for a Redis that does not answer"
+            with pytest.raises(redis.exceptions.TimeoutError):
+                task.result()
+        finally:
+            await redis_client.execute_command("CLIENT", "UNPAUSE")
+            processor.stop()
+            if not task.done():
+                await task
+
+    assert await state_of(settings, redis_client, "c-stuck") is None  # never committed
+    async with running_processor(settings, redis_client):
+        await wait_for(lambda: _stored(settings, redis_client, ["c-stuck"]),
+                       what="the held event applied after the restart")
+    state = await state_of(settings, redis_client, "c-stuck")
+    assert state.order_count == 1
+    assert await members(settings, redis_client, "big") == {"c-stuck"}
+    sent = changes(await read_topic(settings, topics.membership, 2))
+    assert {c["event_id"] for c in sent} == {sent[0]["event_id"]}  # the same change, twice
+
+
+async def _owns_partitions(processor: Processor, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()
+    return processor.ready.is_set() and processor.engine is not None and bool(
+        processor.engine.owned)

@@ -223,10 +223,14 @@ class Engine:
             await self._load_missing(pending)
             since_turn = 0
             for p, work in pending.items():
+                group = self._open.get(p)
+                if group is None:
+                    group = self._open[p] = _OpenWrite(PartitionWrite())
+                group.write.offsets.update(work.offsets(p))
                 events = work.events
-                for start in range(0, max(1, len(events)), self.apply_chunk):
+                for start in range(0, len(events), self.apply_chunk):
                     chunk = events[start:start + self.apply_chunk]
-                    self._apply_all(p, work, chunk, now_ms)
+                    self._apply_all(p, group, chunk, now_ms)
                     since_turn += len(chunk)
                     if since_turn >= self.apply_chunk:
                         since_turn = 0
@@ -381,15 +385,12 @@ class Engine:
             for customer_id, blob in zip(ids, blobs, strict=True):
                 cache[customer_id] = decode_state(blob) if blob is not None else None
 
-    def _apply_all(self, partition: int, work: _Pending, events: list[Any], now_ms: int) -> None:
-        """Step 3 for `events` of one partition (all of its batch's, or a chunk of them):
-        apply, re-evaluate, queue changes, note dirty states."""
+    def _apply_all(self, partition: int, group: _OpenWrite, events: list[Any], now_ms: int
+                   ) -> None:
+        """Step 3 for `events` of one partition (all of its batch's, or a chunk of them) into
+        its write in the open group: apply, re-evaluate, queue changes, note dirty states."""
         cache = self.owned[partition].cache
-        group = self._open.get(partition)
-        if group is None:
-            group = self._open[partition] = _OpenWrite(PartitionWrite())
         write, dirty = group.write, group.dirty
-        write.offsets.update(work.offsets(partition))
         evaluate = self.index.evaluate
         applied = duplicates = 0
         for event in events:

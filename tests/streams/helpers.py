@@ -114,14 +114,17 @@ async def running_processor(settings: Settings, redis: Redis) -> AsyncIterator[P
     processor = Processor(settings, redis)
     task = asyncio.create_task(processor.run())
     try:
-        await wait_for(_ready(processor, task), timeout=60, what="processor to own partitions")
+        await wait_for(owns_partitions(processor, task), timeout=60,
+                       what="processor to own partitions")
         yield processor
     finally:
         processor.stop()
         await task
 
 
-def _ready(processor: Processor, task: asyncio.Task[None]) -> Callable[[], Awaitable[bool]]:
+def owns_partitions(processor: Processor, task: asyncio.Task[None]
+                    ) -> Callable[[], Awaitable[bool]]:
+    """A check for `wait_for`: the processor owns partitions (its task's error, if it ended)."""
     async def check() -> bool:
         if task.done():
             task.result()

@@ -24,6 +24,7 @@ from tests.streams.helpers import (
     create_topics,
     engine_on,
     members,
+    owns_partitions,
     produce,
     read_topic,
     running_processor,
@@ -191,7 +192,7 @@ async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothin
         processor = Processor(settings, impatient)
         task = asyncio.create_task(processor.run())
         try:
-            await wait_for(lambda: _owns_partitions(processor, task), timeout=60,
+            await wait_for(owns_partitions(processor, task), timeout=60,
                            what="processor to own partitions")
             await redis_client.execute_command("CLIENT", "PAUSE", 4_000, "WRITE")
             await produce(settings, [order("c-stuck", 1, "300")])
@@ -215,9 +216,3 @@ async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothin
     sent = changes(await read_topic(settings, topics.membership, 2))
     assert {c["event_id"] for c in sent} == {sent[0]["event_id"]}  # the same change, twice
 
-
-async def _owns_partitions(processor: Processor, task: asyncio.Task[None]) -> bool:
-    if task.done():
-        task.result()
-    return processor.ready.is_set() and processor.engine is not None and bool(
-        processor.engine.owned)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 
 from streams.lag import consumer_lag, groups_and_topics
 from streams.partitioning import owner_partition
+from streams.processor import GC_YOUNG_THRESHOLD, _YoungThreshold
 from streams.settings import Settings
 from streams.store import PartitionKeys
 from streams.topics import TopicNames
@@ -46,7 +48,9 @@ async def test_events_become_state_and_membership_changes(settings: Settings, re
     await define(settings, redis_client, "big", BIG_SPENDERS)
     await define(settings, redis_client, "us-gold", US_GOLD)
     topics = TopicNames(settings.topic_prefix)
+    thresholds = gc.get_threshold()
     async with running_processor(settings, redis_client):
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # young collections are rarer
         await produce(settings, [
             event("customer.created", "c-1", "e1", {"email": "A@Example.com",
                                                      "billing": {"country": "US"}}),
@@ -57,6 +61,7 @@ async def test_events_become_state_and_membership_changes(settings: Settings, re
         records = await read_topic(settings, topics.membership, 3)
     # customers and orders are separate topics: order holds per topic, so compare per segment
     per_segment: dict[str, list[tuple[str, str]]] = {}
+    assert gc.get_threshold() == thresholds  # and the process's own are back once it stopped
     for c in changes(records):
         per_segment.setdefault(c["segment_id"], []).append((c["type"], c["reason"]))
     assert per_segment == {
@@ -73,6 +78,21 @@ async def test_events_become_state_and_membership_changes(settings: Settings, re
     assert state.order_count == 2
     assert await members(settings, redis_client, "us-gold") == {"c-1"}
     assert await members(settings, redis_client, "big") == set()
+
+
+def test_the_collector_threshold_is_restored_when_the_last_of_several_loops_stops():
+    saved = gc.get_threshold()
+    young = _YoungThreshold()
+    try:
+        gc.set_threshold(900, 11, 12)
+        young.enter()
+        young.enter()  # a second processor in the same process (tests, `segstream up`)
+        young.exit()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 11, 12)  # one loop still runs
+        young.exit()
+        assert gc.get_threshold() == (900, 11, 12)
+    finally:
+        gc.set_threshold(*saved)
 
 
 BAD_INPUTS = [

@@ -28,6 +28,13 @@ class PartitionBatches:
     A record goes into a Kafka batch as it is added, so its bytes can be freed at once: the
     allocator hands the same memory to the next record, which stays in the CPU cache, instead of
     the batch's thousands of records living until the send copies them in.
+
+    `add` appends to the batch's C record builder itself. `BatchBuilder.append` wraps that one
+    call in three Python calls (keyword parsing, a serializer hook, a closed check), 0.3-0.5 µs
+    a record, and a cold start writes ~3 records per event. It keeps `BatchBuilder`'s own
+    bookkeeping (`_relative_offset`, which `record_count()` and the send read; closing when
+    full), which ties this class to aiokafka's 0.14 internals, pinned in pyproject.toml;
+    `tests/streams/test_output.py` checks that what it builds goes out whole and in order.
     """
 
     __slots__ = ("_create", "current", "full")
@@ -39,11 +46,16 @@ class PartitionBatches:
 
     def add(self, key: bytes | None, value: bytes, headers: Headers = _NO_HEADERS) -> None:
         listed = headers if headers is _NO_HEADERS else list(headers)
+        batch = self.current
+        offset = batch._relative_offset
+        if batch._builder.append(offset, None, key=key, value=value, headers=listed) is not None:
+            batch._relative_offset = offset + 1
+            return
+        batch.close()  # full: as BatchBuilder.append does
+        self.full.append(batch)
+        self.current = self._create()
         if self.current.append(key=key, value=value, timestamp=None, headers=listed) is None:
-            self.full.append(self.current)
-            self.current = self._create()
-            if self.current.append(key=key, value=value, timestamp=None, headers=listed) is None:
-                raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
+            raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
 
     def batches(self) -> list[BatchBuilder]:
         if self.current.record_count():

@@ -4,6 +4,7 @@
 
     def evaluate(s, now, m):
         m &= ~<bits of all segments evaluated here>
+        <time cutoffs `now - duration`, recomputed only when `now` differs from the last call's>
         <operands: cheap ones loaded once, costly ones computed on first use>
         if <group 1> or <group 2>: m |= BIT                      # per segment
         return m
@@ -79,6 +80,7 @@ class _Codegen:
         self.bits = bits
         self.constants: dict[str, Any] = dict(_RUNTIME)
         self.loads: dict[str, str] = {}  # local name -> statement that assigns it
+        self.durations: list[int] = []  # of `since` cutoffs, in their order in `_SINCE`
         self.property_names: dict[str, str] = {}  # property name -> constant holding it
 
     def const(self, value: Any) -> str:
@@ -100,7 +102,23 @@ class _Codegen:
         return f"({name} if {name} is not _U else ({name} := {expression}))"
 
     def since(self, duration_ms: int) -> str:
-        return self.eager(f"since_{duration_ms}", f"now - {duration_ms}")
+        """`now - duration_ms`, read from the cutoffs `refresh_since` computes once per `now`."""
+        if duration_ms not in self.durations:
+            self.durations.append(duration_ms)
+        index = self.durations.index(duration_ms) + 1
+        return self.eager(f"since_{duration_ms}", f"_sn[{index}]")
+
+    def refresh_since(self) -> list[str]:
+        """Statements that bring `_SINCE` (`[now, now - d1, now - d2, ...]`) up to `now`.
+
+        `now` is the batch's clock, the same for thousands of calls, and the cutoffs are
+        multi-digit ints: computed per call, each subtraction allocated a new int.
+        """
+        if not self.durations:
+            return []
+        self.constants["_SINCE"] = [None]
+        cutoffs = ", ".join(f"now - {d}" for d in self.durations)
+        return ["_sn = _SINCE", "if _sn[0] != now:", f"    _sn[:] = [now, {cutoffs}]"]
 
     def segment(self, definition: SegmentDefinition) -> str:
         groups = sorted((sorted(group, key=_cost) for group in definition.groups),
@@ -225,7 +243,7 @@ def compile_evaluator(defs: Iterable[SegmentDefinition], bits: Mapping[str, int]
         evaluated |= 1 << d.slot
         body += [f"    if {gen.segment(d)}:", f"        m |= {gen.const(1 << d.slot)}"]
     lines = ["def evaluate(s, now, m):", f"    m &= {gen.const(~evaluated)}",
-             *_indent(gen.loads.values()), *body, "    return m"]
+             *_indent(gen.refresh_since()), *_indent(gen.loads.values()), *body, "    return m"]
     return _exec(lines, gen.constants, "evaluate")  # type: ignore[no-any-return]
 
 
@@ -236,7 +254,8 @@ def compile_explainer(definition: SegmentDefinition, bits: Mapping[str, int]) ->
         "[" + ", ".join(f"bool({gen.condition(c)})" for c in group) + "]"
         for group in definition.groups
     )
-    lines = ["def explain(s, now, m):", *_indent(gen.loads.values()), f"    return [{rows}]"]
+    lines = ["def explain(s, now, m):", *_indent(gen.refresh_since()),
+             *_indent(gen.loads.values()), f"    return [{rows}]"]
     return _exec(lines, gen.constants, "explain")  # type: ignore[no-any-return]
 
 

@@ -109,16 +109,18 @@ class _Codegen:
         return self.eager(f"since_{duration_ms}", f"_sn[{index}]")
 
     def refresh_since(self) -> list[str]:
-        """Statements that bring `_SINCE` (`[now, now - d1, now - d2, ...]`) up to `now`.
+        """Statements that set `_sn` to the cutoffs `[now, now - d1, now - d2, ...]`.
 
         `now` is the batch's clock, the same for thousands of calls, and the cutoffs are
-        multi-digit ints: computed per call, each subtraction allocated a new int.
+        multi-digit ints: computed per call, each subtraction allocated a new int. The last
+        list computed is kept in `_SINCE[0]` and replaced whole, never changed in place, so a
+        call that reads it sees one `now`'s cutoffs whatever another thread does.
         """
         if not self.durations:
             return []
-        self.constants["_SINCE"] = [None]
+        self.constants["_SINCE"] = [[None]]
         cutoffs = ", ".join(f"now - {d}" for d in self.durations)
-        return ["_sn = _SINCE", "if _sn[0] != now:", f"    _sn[:] = [now, {cutoffs}]"]
+        return ["_sn = _SINCE[0]", "if _sn[0] != now:", f"    _sn = _SINCE[0] = [now, {cutoffs}]"]
 
     def segment(self, definition: SegmentDefinition) -> str:
         groups = sorted((sorted(group, key=_cost) for group in definition.groups),

@@ -526,6 +526,14 @@ class Engine:
         if meta.get("definitions") == fingerprint:
             self.backfills.pop(partition, None)
             return False
+        if not self._open and not self._awaiting_commit and not await self.store.holds_states(
+            partition
+        ):
+            # Nothing stored to re-evaluate (a first start): mark it done now. Planned, its one
+            # empty step would come after the first batch and close that batch's commit group.
+            self.backfills.pop(partition, None)
+            await self.store.commit(partition, self._backfill_done(fingerprint))
+            return False
         self.backfills[partition] = Backfill(fingerprint)
         return True
 
@@ -552,14 +560,23 @@ class Engine:
                 flips += self._backfill_one(customer_id, state, new_mask, write)
         plan.scanned += len(blobs)
         if plan.cursor == 0:
-            write.meta["definitions"] = plan.fingerprint
-            dead = {tomb[0] for tomb in self.definitions.tombstones.values()}
-            write.drop_segments = dead - set(self.definitions.live)
+            done = self._backfill_done(plan.fingerprint)
+            write.meta.update(done.meta)
+            write.drop_segments = done.drop_segments
             del self.backfills[partition]
         await self.output.flush()
         await self.store.commit(partition, write)
         self.stats.backfilled += flips
         return flips
+
+    def _backfill_done(self, fingerprint: str) -> PartitionWrite:
+        """What a finished backfill writes: the definitions it reached; deleted segments' counts
+        go."""
+        write = PartitionWrite()
+        write.meta["definitions"] = fingerprint
+        dead = {tomb[0] for tomb in self.definitions.tombstones.values()}
+        write.drop_segments = dead - set(self.definitions.live)
+        return write
 
     async def reconcile(self, partition: int, now_ms: int, chunk: int = 2000) -> int:
         """Backfill `partition` completely now (assignment in tests, tools)."""

@@ -40,6 +40,11 @@ at 700 each survivor was scanned twice (young, then middle generation) within it
 with `gc.callbacks` in a two-pass cold@50 run: 0.45-0.52 s of collections at 700, 0.02-0.05 s
 at 100,000, about 3% of the processor's CPU. Cyclic garbage is still collected, every 100,000
 allocations (the run above left 50-400 unreachable objects in all)."""
+IDLE_POLL_MS = 200
+GROUP_POLL_MS = 50
+"""How long a fetch waits for records while a commit group is open. Under a backlog the
+consumer has the next records buffered before the loop asks; none within 50 ms means the
+backlog is done, and the group's commit should not wait the idle poll's 200 ms for it."""
 DEFINITIONS_POLL_SECONDS = 0.5
 KAFKA_COMMIT_SECONDS = 0.5
 COMMIT_GROUP_SECONDS = 1.0
@@ -154,8 +159,10 @@ class Processor:
         try:
             while not self._stopping.is_set():
                 busy = self.engine is not None and bool(self.engine.backfills)
+                grouping = self.engine is not None and self.engine.group_open
                 fetch = asyncio.ensure_future(consumer.getmany(
-                    timeout_ms=0 if busy else 200, max_records=self.settings.batch_max
+                    timeout_ms=0 if busy else GROUP_POLL_MS if grouping else IDLE_POLL_MS,
+                    max_records=self.settings.batch_max,
                 ))
                 # while batch N is sent and committed (`_finishing`), batch N+1 is fetched; a
                 # finish that ends first is drained at once, so its error surfaces here
@@ -348,9 +355,14 @@ class Processor:
         by_partition: dict[int, list[TopicPartition]] = {}
         for tp in assigned:
             by_partition.setdefault(tp.partition, []).append(tp)
-        ends = await high_watermarks(self.settings.kafka_bootstrap, list(assigned))
+        stored_offsets = {p: await self.store.load_offsets(p) for p in sorted(by_partition)}
+        # The broker is asked for its ends (a throwaway consumer's fetch, ~0.1 s) only where an
+        # offset is stored to compare: not on a first start.
+        ends = await high_watermarks(self.settings.kafka_bootstrap, [
+            tp for tp in assigned if stored_offsets[tp.partition].get(_field(tp), 0) > 0
+        ])
         for p, tps in sorted(by_partition.items()):
-            stored = await self.store.load_offsets(p)
+            stored = stored_offsets[p]
             if any(stored.get(_field(tp), 0) > ends.get(tp, 0) for tp in tps):
                 log.error(
                     "partition %d: Redis holds offsets beyond the broker's end (%s > %s): the "

@@ -273,6 +273,9 @@ class StateStore:
         blob: bytes | None = await self.redis.hget(self.keys(partition).state, customer_id)
         return blob
 
+    async def holds_states(self, partition: int) -> bool:
+        return bool(await self.redis.exists(self.keys(partition).state))
+
     async def state_count(self, partitions: int) -> int:
         """Stored customer states over all partitions."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -74,3 +74,32 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
         per_customer.setdefault(c["customer_id"], []).append((c["type"], c["reason"]))
     assert per_customer == {c: [("segment.member_added", "event")] for c in customers[::2]}
     assert await members(settings, redis_client, "big") == set(customers[::2])
+
+
+async def test_a_partition_without_stored_customers_is_marked_reconciled_without_a_backfill(
+    settings: Settings, redis_client: Redis
+):
+    """A first start with segments already defined: the empty partitions plan no backfill
+    (whose step would close the first batch's commit group), and record the definitions they
+    match at once; a partition holding customers still backfills them."""
+    await create_topics(settings)
+    definitions = DefinitionStore(redis_client, settings.key_prefix)
+    async with engine_on(settings, redis_client) as engine:
+        now = int(time.time() * 1000)
+        customer = "c-only"
+        held = owner_partition(customer, settings.partitions)
+        await engine.process(records(settings, [order(customer, 1, "150")], {}), now)
+        await definitions.put("big", BIG_SPENDERS)
+        engine.set_definitions(await definitions.load())
+        fingerprint = engine.definitions.fingerprint()
+        planned = {p for p in range(settings.partitions) if await engine.start_reconcile(p)}
+        assert planned == {held}
+        assert set(engine.backfills) == {held}
+        reconciled = await engine.store.reconciled(settings.partitions)
+        assert [p for p in range(settings.partitions) if reconciled[p] == {fingerprint}] == [
+            p for p in range(settings.partitions) if p != held]
+        while engine.backfills:
+            await engine.reconcile_step(held, now)
+        assert await members(settings, redis_client, "big") == {customer}
+        assert await engine.store.reconciled(settings.partitions) == [
+            frozenset({fingerprint})] * settings.partitions

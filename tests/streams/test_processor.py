@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from streams.lag import consumer_lag, groups_and_topics
@@ -15,7 +16,7 @@ from streams.partitioning import owner_partition
 from streams.processor import GC_YOUNG_THRESHOLD, _YoungThreshold
 from streams.settings import Settings
 from streams.store import PartitionKeys
-from streams.topics import TopicNames
+from streams.topics import TopicNames, high_watermarks
 from tests.streams.helpers import (
     changes,
     create_topics,
@@ -235,19 +236,29 @@ async def _has_members(settings: Settings, redis: Redis, segment_id: str, n: int
 
 
 async def test_state_ahead_of_the_broker_is_detected_and_reset(
-    settings: Settings, redis_client: Redis, caplog: pytest.LogCaptureFixture
+    settings: Settings, redis_client: Redis, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ):
-    """Memory-only brokers forget everything on restart while Redis keeps its state."""
+    """Memory-only brokers forget everything on restart while Redis keeps its state. The
+    broker's ends are read only where an offset is stored (a throwaway consumer's fetch)."""
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     stale = PartitionKeys(settings.key_prefix, 0)
     await redis_client.hset(stale.offsets, f"{topics.customers}:0", 10_000)
     await redis_client.hset(stale.state, "c-ghost", b"stale")
+    asked: list[set[TopicPartition]] = []
+
+    async def recorded(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(set(tps))
+        return await high_watermarks(bootstrap, tps)
+
+    monkeypatch.setattr("streams.processor.high_watermarks", recorded)
     caplog.set_level(logging.ERROR, logger="segstream.processor")
     async with running_processor(settings, redis_client):
         pass
     assert "lost its data" in caplog.text
     assert await redis_client.hget(stale.state, "c-ghost") is None
+    assert asked == [{TopicPartition(topics.customers, 0)}]
 
 
 async def test_a_deleted_segment_recreated_with_the_same_id_gets_its_members_back(

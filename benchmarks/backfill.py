@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -62,7 +63,7 @@ def customer_events(n: int, at: datetime) -> list[bytes]:
 async def build_states(redis: Redis, prefix: str, customers: int, partitions: int) -> None:
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
-    chunk: dict[int, dict[str, bytes]] = {}
+    chunk: dict[int, dict[Any, bytes]] = {}  # Any: redis-py's mapping keys are invariant
     for n in range(customers):
         state = new_state()
         for raw in customer_events(n, now - timedelta(days=1)):
@@ -96,7 +97,7 @@ async def services(run_dir: Path) -> AsyncIterator[tuple[str, str]]:
 async def reconciled(redis: Redis, prefix: str, partitions: int, mark: str) -> int:
     done = 0
     for p in range(partitions):
-        meta = await redis.hget(PartitionKeys(prefix, p).meta, "definitions")
+        meta = cast(bytes | None, await redis.hget(PartitionKeys(prefix, p).meta, "definitions"))
         done += mark in (meta or b"").decode().split(",")
     return done
 

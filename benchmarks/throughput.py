@@ -70,7 +70,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias, cast
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository, uninstalled
 
@@ -325,7 +325,7 @@ class Child:
             self.popen.wait()
 
 
-Watched = psutil.Process | list[psutil.Process] | None
+Watched: TypeAlias = psutil.Process | list[psutil.Process] | None
 
 
 class Processors:
@@ -473,7 +473,7 @@ async def our_masks(redis: Redis, key_prefix: str, partitions: int) -> dict[str,
     """customer id -> segments_mask from our processor's state hashes."""
     out: dict[str, int] = {}
     for p in range(partitions):
-        blobs = await redis.hgetall(f"{key_prefix}:{{p{p}}}:state")
+        blobs = cast(dict[bytes, bytes], await redis.hgetall(f"{key_prefix}:{{p{p}}}:state"))
         out.update({k.decode(): decode_state(v).segments_mask for k, v in blobs.items()})
     return out
 
@@ -483,7 +483,8 @@ async def faust_masks(redis: Redis, key_prefix: str, customers: list[str]) -> di
     out: dict[str, int] = {}
     for i in range(0, len(customers), 1000):
         chunk = customers[i:i + 1000]
-        blobs = await redis.mget([f"{key_prefix}:faust:{c}" for c in chunk])
+        keys = [f"{key_prefix}:faust:{c}" for c in chunk]
+        blobs = cast(list[bytes | None], await redis.mget(keys))
         out.update({c: decode_state(b).segments_mask for c, b in zip(chunk, blobs, strict=True)
                     if b is not None})
     return out
@@ -856,8 +857,8 @@ async def scenario_faust(bench: Bench, data: Pass, segments: int) -> Row | None:
     bench.children.append(child)
     say(f"faust@{segments}: worker pid {child.pid} started; its group join takes ~30 s")
     tps = [TopicPartition(t, p) for t in topics.inputs for p in range(bench.args.partitions)]
-    processes = {"processor": child.process, **bench.services.processes(),
-                 "harness": psutil.Process()}
+    processes: dict[str, Watched] = {"processor": child.process, **bench.services.processes(),
+                                     "harness": psutil.Process()}
     profiler = Profiler(bench.args.profile, f"{bench.run_id}-faust{segments}", [child.pid])
     try:
         async with KafkaCommitted(bench.services.kafka, app_id, tps) as committed:
@@ -994,7 +995,8 @@ async def run_latency_floor(bench: Bench, warmup: Pass, timed_pass: Pass, when: 
     forwarder = asyncio.create_task(_forward(kafka, inputs, starts, topics.membership, stop))
     reader = asyncio.create_task(_read_stamps(kafka, outputs, starts, stamped, stop))
     await asyncio.sleep(1.5)  # both consumers fetching
-    processes = {"broker": bench.services.processes()["broker"], "harness": psutil.Process()}
+    processes: dict[str, Watched] = {"broker": bench.services.processes()["broker"],
+                                     "harness": psutil.Process()}
     cpu0 = _cpu(processes)
     t0 = time.perf_counter()
     sent, _, _ = await _produce_at_rate(kafka, topics, parts, timed_pass.events, args.rate,
@@ -1210,7 +1212,7 @@ def faust_worker_main() -> None:
             if event_type(event) == "customer.deleted":
                 await redis.delete(key)
                 continue
-            raw = await redis.get(key)
+            raw = cast(bytes | None, await redis.get(key))
             state = decode_state(raw) if raw is not None else new_state()
             changed = apply_event(state, event, now_ms)
             if changed is None:
@@ -1245,7 +1247,7 @@ def print_report(bench: Bench, header: list[str]) -> None:
         print()
         cols = ("scenario", "events", "seconds", "events/s", "changes/ev", "CPU proc",
                 "CPU redis", "CPU broker", "CPU harness", "CPU other", "target ev/s", "")
-        table = [cols]
+        table: list[tuple[str, ...]] = [cols]
         for r in bench.rows:
             table.append((
                 r.scenario, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}",

@@ -532,7 +532,7 @@ class Engine:
             # Nothing stored to re-evaluate (a first start): mark it done now. Planned, its one
             # empty step would come after the first batch and close that batch's commit group.
             self.backfills.pop(partition, None)
-            await self.store.commit(partition, self._backfill_done(fingerprint))
+            await self.store.commit(partition, self._mark_backfilled(PartitionWrite(), fingerprint))
             return False
         self.backfills[partition] = Backfill(fingerprint)
         return True
@@ -560,19 +560,16 @@ class Engine:
                 flips += self._backfill_one(customer_id, state, new_mask, write)
         plan.scanned += len(blobs)
         if plan.cursor == 0:
-            done = self._backfill_done(plan.fingerprint)
-            write.meta.update(done.meta)
-            write.drop_segments = done.drop_segments
+            self._mark_backfilled(write, plan.fingerprint)
             del self.backfills[partition]
         await self.output.flush()
         await self.store.commit(partition, write)
         self.stats.backfilled += flips
         return flips
 
-    def _backfill_done(self, fingerprint: str) -> PartitionWrite:
-        """What a finished backfill writes: the definitions it reached; deleted segments' counts
-        go."""
-        write = PartitionWrite()
+    def _mark_backfilled(self, write: PartitionWrite, fingerprint: str) -> PartitionWrite:
+        """Add what a finished backfill writes to `write`: the definitions it reached; deleted
+        segments' counts go."""
         write.meta["definitions"] = fingerprint
         dead = {tomb[0] for tomb in self.definitions.tombstones.values()}
         write.drop_segments = dead - set(self.definitions.live)

@@ -34,12 +34,12 @@ from redis.asyncio import Redis
 
 from segments.events import decode_event
 from segments.features import apply_event, encode_state, new_state
-from streams.definitions import DefinitionStore
-from streams.embedded import EmbeddedServices
-from streams.partitioning import owner_partition
-from streams.redis_client import connect_redis
-from streams.store import PartitionKeys, StateStore
-from streams.topics import TopicNames, ensure_topics
+from streams.broker.partitioning import owner_partition
+from streams.broker.topics import TopicNames, ensure_topics
+from streams.local.embedded import EmbeddedServices
+from streams.storage.client import connect_redis
+from streams.storage.definitions import DefinitionStore
+from streams.storage.state import PartitionKeys, StateStore
 
 SEGMENT = {"name": "Spent 150+ in the US", "groups": [{"conditions": [
     {"field": "total_spent", "op": "gte", "value": 150},

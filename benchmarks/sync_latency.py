@@ -6,7 +6,7 @@ A benchmark, not a test: it prints figures next to their targets and never asser
     python benchmarks/sync_latency.py --rate 500 --duration 10 --burst 5000
     python benchmarks/sync_latency.py --provider activecampaign   # members/s under its limit
 
-The sync worker (`providers.worker.run_sync`) runs in this process against a local fake Mailchimp
+The sync worker (`streams.sync.worker.run_sync`) runs in this process against a local fake Mailchimp
 answering every request 20 ms late (`--latency`). Membership events (contract section 7) are
 produced straight to `segment-membership` at a fixed rate, each stamped with its send time; the
 fake's static segment is polled every 5 ms and each email's first appearance there is matched to
@@ -36,13 +36,13 @@ from providers.fakes.base import FakeProvider, Faults
 from providers.fakes.mailchimp import MailchimpFake
 from providers.fakes.sendlane import SendlaneFake
 from providers.fakes.server import serve_fake
-from providers.profiles import ProfileStore
-from providers.worker import SyncCounters, run_sync
-from streams.definitions import DefinitionStore
-from streams.embedded import EmbeddedServices
-from streams.redis_client import connect_redis
+from streams.broker.topics import TopicNames, ensure_topics
+from streams.local.embedded import EmbeddedServices
 from streams.settings import Secret, Settings
-from streams.topics import TopicNames, ensure_topics
+from streams.storage.client import connect_redis
+from streams.storage.definitions import DefinitionStore
+from streams.storage.profiles import ProfileStore
+from streams.sync.worker import SyncCounters, run_sync
 
 SEGMENT = {"name": "Bench", "groups": [{"conditions": [
     {"field": "total_spent", "op": "gt", "value": 0}]}]}

@@ -7,11 +7,12 @@ A benchmark, not a test: it prints its figures next to their targets (PASS/MISS)
     python benchmarks/throughput.py --mode latency           # p50/p99 at a fixed 5k events/s
     python benchmarks/throughput.py --mode both --skip-faust --segments 20,50 --profile /tmp/prof
 
-Services: embedded Tansu + Valkey (streams.embedded.EmbeddedServices) unless
+Services: embedded Tansu + Valkey (streams.local.embedded.EmbeddedServices) unless
 SEGSTREAM_KAFKA_BOOTSTRAP and SEGSTREAM_REDIS_URL are set. Every scenario gets its own topic
-prefix, Redis key prefix and consumer group. Data: `streams.traffic.Storefront` with a fixed seed
-(same events for every contender), pass after pass for the same customers, event times spread
-over the last 60 days, produced with a batched aiokafka producer before anything is timed.
+prefix, Redis key prefix and consumer group. Data: `streams.local.traffic.Storefront` with a
+fixed seed (same events for every contender), pass after pass for the same customers, event
+times spread over the last 60 days, produced with a batched aiokafka producer
+before anything is timed.
 Segments: `segment_definitions(n)`, mixed numbers, money, countries, product and category sets,
 `within_days`, `within_last`/`not_within_last`, custom properties, segment-of-segment.
 
@@ -82,13 +83,13 @@ from redis.asyncio import Redis
 
 from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state
-from streams.definitions import DefinitionStore
-from streams.embedded import EmbeddedServices
-from streams.partitioning import owner_partition
-from streams.redis_client import connect_redis
-from streams.store import StateStore
-from streams.topics import TopicNames, ensure_topics, high_watermarks
-from streams.traffic import Storefront
+from streams.broker.partitioning import owner_partition
+from streams.broker.topics import TopicNames, ensure_topics, high_watermarks
+from streams.local.embedded import EmbeddedServices
+from streams.local.traffic import Storefront
+from streams.storage.client import connect_redis
+from streams.storage.definitions import DefinitionStore
+from streams.storage.state import StateStore
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SCRIPT: Final = Path(__file__).resolve()
@@ -1181,7 +1182,7 @@ def faust_worker_main() -> None:
     from segments.evaluator import SegmentIndex
     from segments.events import InvalidEvent, decode_event, event_type
     from segments.features import apply_event, decode_state, encode_state, new_state
-    from streams.membership import iso_ms, membership_record
+    from segments.membership import iso_ms, membership_record
 
     env = os.environ
     names = TopicNames(env["BENCH_TOPIC_PREFIX"])

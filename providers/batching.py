@@ -14,17 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-ADDED = "segment.member_added"
-REMOVED = "segment.member_removed"
+from segments.membership import parse_membership
 
 TP = tuple[str, int]
 """(topic, partition), kept free of aiokafka so this module stays pure."""
-
-
-class BadChange(ValueError):
-    """A membership record that is not a valid change (contract section 7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +51,10 @@ class Change:
 
     @classmethod
     def parse(cls, tp: TP, offset: int, key: bytes | None, value: bytes) -> Change:
-        """Decode a record, or raise ``BadChange`` saying what is wrong."""
-        try:
-            body = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise BadChange(f"invalid JSON: {exc}") from None
-        if not isinstance(body, dict) or body.get("type") not in (ADDED, REMOVED):
-            raise BadChange("not a membership change (type must be member_added/removed)")
-        for name in ("event_id", "segment_id", "customer_id"):
-            if not isinstance(body.get(name), str) or not body[name]:
-                raise BadChange(f"`{name}` is missing or not a string")
-        email = body.get("email")
-        email = email.strip() if isinstance(email, str) and email.strip() else None
-        return cls(tp, offset, key, value, body["event_id"], body["segment_id"],
-                   body["customer_id"], email, body["type"] == ADDED)
+        """Decode a record read at ``tp``/``offset``; ``InvalidMembership`` if it is none."""
+        body = parse_membership(value)
+        return cls(tp, offset, key, value, body.event_id, body.segment_id, body.customer_id,
+                   body.email, body.added)
 
 
 @dataclass(slots=True)

@@ -1,16 +1,14 @@
-"""Auto-responder profiles: one provider account each, kept in Redis, secrets encrypted.
+"""Auto-responder profiles as the providers see them: no storage here.
 
-    <prefix>:profiles   hash  profile id -> JSON {id, name, provider, base_url, credentials
-                        (a Fernet token), hint, created_at, lists, synced_at}
+A profile is one provider account: a name, the provider, its credentials and an optional API
+root. This module validates a profile's input (`validated_profile`), encrypts credentials
+(`fernet_for`: the Fernet key of ``SEGSTREAM_SECRET_KEY``), opens a client for it
+(`open_client`), turns provider failures into answers (`provider_call`) and says whether a
+segment's ``auto_responder`` names a list (and segment or tag) the profile's last list sync saw
+(`target_problems`), so the API can answer 422 before a single member is sent. Keeping profiles
+is `streams.storage.profiles`'s work.
 
-Credentials are encrypted with a Fernet key derived from ``SEGSTREAM_SECRET_KEY``
-(the key itself when it is a valid Fernet key, else urlsafe-base64 of its SHA-256).
-Every read method returns a ``Profile``, which has no credentials; only
-``credentials_of`` decrypts them, for the sync worker. Nothing here logs them.
-
-``lists`` is what the last ``sync_lists`` fetched from the provider; ``check_target``
-tells whether a segment's ``auto_responder`` names a list (and segment or tag) that
-sync saw, so the API can answer 422 before a single member is sent.
+A `Profile` never holds credentials, only the masked ``hint``; nothing here logs them.
 """
 
 from __future__ import annotations
@@ -18,20 +16,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
-from cryptography.fernet import Fernet, InvalidToken
-from redis.asyncio import Redis
+from cryptography.fernet import Fernet
 
 from providers.base import ProviderClient
 from providers.errors import AuthError, ProviderError
 from providers.limits import ProviderLimits
-from providers.registry import PROVIDERS, make_client, mask_credentials
+from providers.registry import PROVIDERS, make_client
 from providers.retry import Retry
 
 T = TypeVar("T")
@@ -106,167 +101,12 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ProfileStore:
-    """Create, read and sync auto-responder profiles; decrypt credentials for workers only."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        key_prefix: str,
-        secret_key: str,
-        *,
-        limits: ProviderLimits | None = None,
-        retry: Retry | None = None,
-        client_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.redis: Any = redis  # redis-py types commands as sync-or-async
-        self.key = f"{key_prefix}:profiles"
-        self._fernet = fernet_for(secret_key)
-        self._limits = limits
-        self._retry = retry
-        self._client_options = dict(client_options or {})
-
-    # -- reads ------------------------------------------------------------------------
-
-    async def get(self, profile_id: str) -> Profile:
-        """The profile, or ``ProfileNotFound``."""
-        return _public(await self._record(profile_id))
-
-    async def list(self) -> list[Profile]:
-        """Every profile, oldest first."""
-        raw: dict[bytes, bytes] = await self.redis.hgetall(self.key)
-        profiles = [_public(orjson.loads(v)) for v in raw.values()]
-        return sorted(profiles, key=lambda p: (p.created_at, p.id))
-
-    async def credentials_of(self, profile_id: str) -> dict[str, str]:
-        """The decrypted credentials: for the sync worker, never for an API answer."""
-        record = await self._record(profile_id)
-        try:
-            plain = self._fernet.decrypt(record["credentials"].encode())
-        except InvalidToken:
-            raise ProfileError(
-                "credentials_unreadable",
-                f"profile {profile_id!r}: credentials cannot be decrypted with this "
-                "SEGSTREAM_SECRET_KEY (was the key changed?)",
-                status=500,
-            ) from None
-        value: dict[str, str] = orjson.loads(plain)
-        return value
-
-    async def _record(self, profile_id: str) -> dict[str, Any]:
-        raw = await self.redis.hget(self.key, profile_id)
-        if raw is None:
-            raise ProfileNotFound(profile_id)
-        record: dict[str, Any] = orjson.loads(raw)
-        return record
-
-    # -- writes -----------------------------------------------------------------------
-
-    async def create(
-        self,
-        name: Any,
-        provider: Any,
-        credentials: Any,
-        base_url: Any = None,
-        *,
-        limits: ProviderLimits | None = None,
-    ) -> Profile:
-        """Validate the input and the credentials against the provider, then store."""
-        clean = _validated(name, provider, credentials, base_url)
-        client = self._client(clean["provider"], clean["credentials"], clean["base_url"], limits)
-        async with client:
-            await _provider_call(client.validate_credentials(), "validate the credentials")
-        record = {
-            "id": uuid.uuid4().hex, "name": clean["name"], "provider": clean["provider"],
-            "base_url": clean["base_url"],
-            "credentials": self._fernet.encrypt(orjson.dumps(clean["credentials"])).decode(),
-            "hint": mask_credentials(clean["credentials"]), "created_at": now_iso(),
-            "lists": [], "synced_at": None,
-        }
-        await self.redis.hset(self.key, record["id"], orjson.dumps(record))
-        return _public(record)
-
-    async def delete(self, profile_id: str) -> bool:
-        """Forget a profile; True when it existed."""
-        return bool(await self.redis.hdel(self.key, profile_id))
-
-    async def sync_lists(
-        self, profile_id: str, *, limits: ProviderLimits | None = None
-    ) -> Profile:
-        """Fetch every list with its segments or tags from the provider and keep them."""
-        profile = await self.get(profile_id)
-        credentials = await self.credentials_of(profile_id)
-        client = self._client(profile.provider, credentials, profile.base_url, limits)
-        async with client:
-            lists = await _provider_call(client.fetch_lists(), "fetch the lists")
-        record = await self._record(profile_id)
-        record["lists"] = [lst.to_dict() for lst in lists]
-        record["synced_at"] = now_iso()
-        await self.redis.hset(self.key, profile_id, orjson.dumps(record))
-        return _public(record)
-
-    # -- use ----------------------------------------------------------------------------
-
-    def open_client(
-        self, profile: Profile, credentials: Mapping[str, str], *,
-        limits: ProviderLimits | None = None, retry: Retry | None = None,
-    ) -> ProviderClient:
-        """A client for this profile (the caller closes it with ``async with``)."""
-        return self._client(profile.provider, credentials, profile.base_url, limits, retry)
-
-    def _client(
-        self, provider: str, credentials: Mapping[str, str], base_url: str | None,
-        limits: ProviderLimits | None, retry: Retry | None = None,
-    ) -> ProviderClient:
-        try:
-            return make_client(
-                provider, credentials, base_url, limits=limits or self._limits,
-                retry=retry or self._retry or Retry(max_attempts=3), **self._client_options,
-            )
-        except ValueError as exc:
-            raise ProfileError("invalid_credentials", str(exc),
-                               [{"path": "credentials", "message": str(exc)}]) from None
-
-    async def target_problems(self, auto_responder: Mapping[str, Any]) -> Details:
-        """What is wrong with a segment's ``auto_responder`` given the last sync (empty: ok)."""
-        profile_id = str(auto_responder.get("profile_id", ""))
-        list_id = str(auto_responder.get("list_id", ""))
-        segment_id = auto_responder.get("segment_id")
-        try:
-            profile = await self.get(profile_id)
-        except ProfileNotFound:
-            return [_problem("profile_id", f"no auto-responder profile {profile_id!r}")]
-        if profile.synced_at is None:
-            return [_problem("profile_id", f"profile {profile_id!r} has never been synced: "
-                             "POST /providers/profiles/{id}/sync first")]
-        found = next((lst for lst in profile.lists if lst["id"] == list_id), None)
-        if found is None:
-            return [_problem("list_id", f"list {list_id!r} was not among the provider's lists "
-                             f"at the last sync ({profile.synced_at})")]
-        if segment_id is None:
-            if profile.provider == "activecampaign":
-                return [_problem("segment_id", "ActiveCampaign can only take a contact off a "
-                                 "list by unsubscribing them: name a tag")]
-            return []
-        if all(s["id"] != str(segment_id) for s in found["segments"]):
-            return [_problem("segment_id", f"segment or tag {segment_id!r} was not in list "
-                             f"{list_id!r} at the last sync ({profile.synced_at})")]
-        return []
-
-    async def check_target(self, auto_responder: Mapping[str, Any]) -> None:
-        """Raise a 422 ``ProfileError`` naming what the last sync never saw."""
-        problems = await self.target_problems(auto_responder)
-        if problems:
-            raise ProfileError("unknown_auto_responder_target",
-                               "the segment's auto_responder names something the provider "
-                               "sync has not seen", problems)
-
-
 def _problem(key: str, message: str) -> dict[str, str]:
     return {"path": f"auto_responder.{key}", "message": message}
 
 
-def _public(record: Mapping[str, Any]) -> Profile:
+def profile_from_record(record: Mapping[str, Any]) -> Profile:
+    """The public `Profile` of a stored record (its credentials are left behind)."""
     return Profile(
         id=record["id"], name=record["name"], provider=record["provider"],
         base_url=record.get("base_url"), hint=dict(record.get("hint") or {}),
@@ -275,7 +115,10 @@ def _public(record: Mapping[str, Any]) -> Profile:
     )
 
 
-def _validated(name: Any, provider: Any, credentials: Any, base_url: Any) -> dict[str, Any]:
+def validated_profile(
+    name: Any, provider: Any, credentials: Any, base_url: Any
+) -> dict[str, Any]:
+    """The profile input cleaned, or a 422 ``ProfileError`` naming each bad field."""
     details: Details = []
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         details.append({"path": "name",
@@ -298,7 +141,7 @@ def _validated(name: Any, provider: Any, credentials: Any, base_url: Any) -> dic
             "base_url": base_url.rstrip("/") if isinstance(base_url, str) else None}
 
 
-async def _provider_call(call: Awaitable[T], doing: str) -> T:
+async def provider_call(call: Awaitable[T], doing: str) -> T:
     """Await a provider call, turning its failure into a ``ProfileError``."""
     try:
         return await call
@@ -309,3 +152,44 @@ async def _provider_call(call: Awaitable[T], doing: str) -> T:
     except ProviderError as exc:
         raise ProfileError("provider_unavailable", f"could not {doing}: {exc}",
                            [{"path": "provider", "message": exc.reason}], status=502) from None
+
+
+def open_client(
+    provider: str, credentials: Mapping[str, str], base_url: str | None, *,
+    limits: ProviderLimits | None, retry: Retry, **client_options: Any,
+) -> ProviderClient:
+    """A client for one profile's account (the caller closes it with ``async with``)."""
+    try:
+        return make_client(provider, credentials, base_url, limits=limits, retry=retry,
+                           **client_options)
+    except ValueError as exc:
+        raise ProfileError("invalid_credentials", str(exc),
+                           [{"path": "credentials", "message": str(exc)}]) from None
+
+
+def target_problems(
+    profile: Profile | None, auto_responder: Mapping[str, Any]
+) -> Details:
+    """What is wrong with a segment's ``auto_responder`` given the profile it names (None: no
+    such profile) and that profile's last list sync; empty when nothing is."""
+    profile_id = str(auto_responder.get("profile_id", ""))
+    list_id = str(auto_responder.get("list_id", ""))
+    segment_id = auto_responder.get("segment_id")
+    if profile is None:
+        return [_problem("profile_id", f"no auto-responder profile {profile_id!r}")]
+    if profile.synced_at is None:
+        return [_problem("profile_id", f"profile {profile_id!r} has never been synced: "
+                         "POST /providers/profiles/{id}/sync first")]
+    found = next((lst for lst in profile.lists if lst["id"] == list_id), None)
+    if found is None:
+        return [_problem("list_id", f"list {list_id!r} was not among the provider's lists "
+                         f"at the last sync ({profile.synced_at})")]
+    if segment_id is None:
+        if profile.provider == "activecampaign":
+            return [_problem("segment_id", "ActiveCampaign can only take a contact off a "
+                             "list by unsubscribing them: name a tag")]
+        return []
+    if all(s["id"] != str(segment_id) for s in found["segments"]):
+        return [_problem("segment_id", f"segment or tag {segment_id!r} was not in list "
+                         f"{list_id!r} at the last sync ({profile.synced_at})")]
+    return []

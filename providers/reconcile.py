@@ -2,9 +2,9 @@
 
 The sync worker keeps providers in step change by change; reconcile repairs drift
 after the fact (someone edited the list by hand, a change was dead-lettered and
-the cause fixed). It reads the segment's members from the processor's Redis state
-(membership masks and feature states of every partition), compares their emails with
-what the provider holds, adds the missing and takes out the extra (out of the
+the cause fixed). It takes the segment's members as a provider sees them (``SegmentEmails``,
+read by the runtime from the processor's state), compares their emails with what the
+provider holds, adds the missing and takes out the extra (out of the
 segment or tag, or off the list when none is named; never unsubscribing), and says
 what it changed.
 
@@ -18,12 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from providers.base import BatchResult, Member, ProviderClient
 from providers.batching import Target
-from segments.features import decode_state
-from streams.store import StateStore
 
 ProviderReader = Callable[[], Awaitable[set[str]]]
 
@@ -48,27 +44,6 @@ class SegmentEmails:
 
     emails: set[str]
     without_email: list[str]
-
-
-async def segment_emails(
-    redis: Redis, key_prefix: str, partitions: int, slot: int
-) -> SegmentEmails:
-    """Emails of every member of the segment in ``slot`` across all partitions of the state."""
-    store = StateStore(redis, key_prefix)
-    emails: set[str] = set()
-    missing: list[str] = []
-    for partition in range(partitions):
-        ids = sorted(await store.members(partition, slot))
-        if not ids:
-            continue
-        blobs = await store.load_states(partition, ids)
-        for customer_id, blob in zip(ids, blobs, strict=True):
-            email = decode_state(blob).email if blob is not None else None
-            if email:
-                emails.add(email)
-            else:
-                missing.append(customer_id)
-    return SegmentEmails(emails, missing)
 
 
 def drift(desired: Iterable[str], actual: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -20,20 +20,20 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
-from providers.profiles import ProfileStore
-from providers.worker import SyncCounters, run_sync
 from streams.api import ApiDeps, create_app
-from streams.api_providers import providers_router
-from streams.definitions import DefinitionStore, apply_segments_file
-from streams.embedded import resolve_services
-from streams.http import HealthChecks, MetricsSource, serve
-from streams.lag import consumer_lag, groups_and_topics, prometheus_lag
-from streams.processor import Processor
-from streams.redis_client import redis_client
-from streams.refresh import refresh_forever
+from streams.api.providers import providers_router
+from streams.broker.topics import TopicNames, ensure_topics
+from streams.engine.processor import Processor
+from streams.local.embedded import resolve_services
+from streams.ops.http import HealthChecks, MetricsSource, serve
+from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
 from streams.settings import Secret, Settings
-from streams.store import StateStore
-from streams.topics import TopicNames, ensure_topics
+from streams.storage.client import redis_client
+from streams.storage.definitions import DefinitionStore, apply_segments_file
+from streams.storage.profiles import ProfileStore
+from streams.storage.state import StateStore
+from streams.sync.refresh import refresh_forever
+from streams.sync.worker import SyncCounters, run_sync
 
 log = logging.getLogger("segstream")
 

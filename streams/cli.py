@@ -22,7 +22,7 @@ from streams.app import (
     run_system,
     stop_on_signals,
 )
-from streams.processor import Processor
+from streams.engine.processor import Processor
 from streams.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -90,7 +90,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(stop)
     extra = None
     if args.demo:
-        from streams.demo import run_demo
+        from streams.local.demo import run_demo
 
         async def extra_demo(
             s: Settings, redis: Redis, processor: Processor, st: asyncio.Event,
@@ -143,8 +143,8 @@ def _require_services(settings: Settings, role: str) -> None:
 
 
 async def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.produce import produce_lines
-    from streams.topics import TopicNames, ensure_topics
+    from streams.broker.topics import TopicNames, ensure_topics
+    from streams.ops.produce import produce_lines
 
     settings = _found(settings, "produce")
     assert settings.kafka_bootstrap
@@ -162,8 +162,8 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _lag(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.lag import consumer_lag, groups_and_topics
-    from streams.topics import TopicNames
+    from streams.broker.topics import TopicNames
+    from streams.ops.lag import consumer_lag, groups_and_topics
 
     settings = _found(settings, "lag")
     assert settings.kafka_bootstrap

@@ -11,7 +11,7 @@ from streams.api import customers, events, segments
 from streams.api.auth import require_token
 from streams.api.deps import ApiDeps
 from streams.api.errors import install_error_handlers
-from streams.http import health_routes
+from streams.ops.http import health_routes
 
 DESCRIPTION = """Segments, customers and event ingestion of segstream (contract section 6).
 

@@ -11,7 +11,7 @@ from segments.evaluator import SegmentIndex
 from segments.features import FeatureState, decode_state, feature_view, mask_slots
 from streams.api.deps import ApiDeps
 from streams.api.errors import ApiError
-from streams.partitioning import owner_partition
+from streams.broker.partitioning import owner_partition
 
 router = APIRouter()
 

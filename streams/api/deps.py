@@ -9,13 +9,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from providers.profiles import ProfileStore
 from segments.evaluator import SegmentIndex
-from streams.definitions import DefinitionSet, DefinitionStore
-from streams.http import HealthChecks, MetricsSource
+from streams.broker.topics import TopicNames
+from streams.ops.http import HealthChecks, MetricsSource
 from streams.settings import Settings
-from streams.store import StateStore
-from streams.topics import TopicNames
+from streams.storage.definitions import DefinitionSet, DefinitionStore
+from streams.storage.profiles import ProfileStore
+from streams.storage.state import StateStore
 
 
 def wall_clock_ms() -> int:

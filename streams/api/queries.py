@@ -15,7 +15,7 @@ from segments.definitions import SegmentDefinition
 from segments.evaluator import SegmentIndex
 from segments.features import decode_state
 from streams.api.errors import ApiError
-from streams.store import StateStore
+from streams.storage.state import StateStore
 
 SCAN_COUNT: Final = 500
 MAX_SCAN_CALLS: Final = 200

@@ -20,7 +20,7 @@ from streams.api.body import DEFINITION_SCHEMA, SEGMENT_ID_PATTERN, json_body, r
 from streams.api.deps import ApiDeps
 from streams.api.errors import ApiError
 from streams.api.queries import MemberCursor, member_page, preview, progress
-from streams.definitions import SegmentExists, SegmentNotFound
+from streams.storage.definitions import SegmentExists, SegmentNotFound
 
 router = APIRouter()
 

@@ -4,7 +4,7 @@
     python -m streams.schemas.generate --check  # exit 1 when a file differs
 
 The schemas describe what `segments.events.decode_event` accepts (contract section 4)
-and the membership records of `streams.membership` (contract section 7). Each file is
+and the membership records of `segments.membership` (contract section 7). Each file is
 self-contained (no cross-file `$ref`), so a producer can use one file on its own.
 Where the decoder accepts more than the contract promises (a few decimal-string and
 offset spellings), the schemas follow the contract and are the stricter side; the

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streams.app import api_app
-from streams.http import HealthChecks, serve
+from streams.ops.http import HealthChecks, serve
 from streams.settings import Secret, Settings
 
 TOKEN = "test-token-0123456789"

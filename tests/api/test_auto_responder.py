@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from providers.fakes.mailchimp import MailchimpFake
 from providers.fakes.server import serve_fake
-from streams.partitioning import owner_partition
+from streams.broker.partitioning import owner_partition
 from tests.api.conftest import Api
 from tests.streams.helpers import seed_member, slot_of
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from streams.topics import TopicNames
+from streams.broker.topics import TopicNames
 from tests.api.conftest import Api
 from tests.api.test_auth import assert_error
 from tests.streams.helpers import changes, event, read_topic, running_processor, wait_for

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from streams.store import PartitionWrite, StateStore
-from streams.topics import TopicNames
+from streams.broker.topics import TopicNames
+from streams.storage.state import PartitionWrite, StateStore
 from tests.api.conftest import Api
 from tests.api.test_auth import assert_error
 from tests.streams.helpers import changes, event, read_topic, slot_of

@@ -7,7 +7,8 @@ import uuid
 from redis.asyncio import Redis
 
 from providers.batching import Target
-from providers.reconcile import ReconcileResult, drift, reconcile, segment_emails
+from providers.reconcile import ReconcileResult, drift, reconcile
+from streams.storage.state import StateStore
 from tests.providers.harness import Harness
 from tests.streams.helpers import seed_member
 
@@ -40,7 +41,7 @@ async def test_reconcile_adds_missing_and_removes_extra(
     async def read_provider() -> set[str]:
         return mailchimp.fake.state.segment_emails(list_id, vip)
 
-    members = await segment_emails(redis_client, prefix, 3, SLOT)
+    members = await StateStore(redis_client, prefix).segment_emails(3, SLOT)
     assert members.emails == {"a@shop.test", "b@shop.test", "c@shop.test"}
     assert members.without_email == ["nomail"]
     target = Target("p", list_id, vip)
@@ -66,7 +67,7 @@ async def test_reconcile_reads_the_provider_itself(redis_client: Redis, harness:
         "a": "a@shop.test", "b": "B@shop.test", "c": "c@shop.test", "nomail": None})
     for email in ("a@shop.test", "stale@shop.test", "bystander@shop.test"):
         harness.seed_member(list_id, email)
-    members = await segment_emails(redis_client, prefix, 3, SLOT)
+    members = await StateStore(redis_client, prefix).segment_emails(3, SLOT)
     target = Target("p", list_id, vip)
     async with harness.client(page_size=2) as client:
         assert (await client.add_to_segment(list_id, vip, ["a@shop.test", "stale@shop.test"])).ok
@@ -96,7 +97,7 @@ async def test_reconcile_without_a_segment_takes_extras_off_the_list(
     await seed_members(redis_client, prefix, "seg", {"a": "a@shop.test", "b": "b@shop.test"})
     mailchimp.seed_member(list_id, "a@shop.test")
     mailchimp.seed_member(list_id, "stale@shop.test", subscribed=False)
-    members = await segment_emails(redis_client, prefix, 3, SLOT)
+    members = await StateStore(redis_client, prefix).segment_emails(3, SLOT)
     async with mailchimp.client(page_size=1) as client:
         done = await reconcile(client, Target("p", list_id, None), members)
         assert await client.list_members(list_id, None) == {"a@shop.test", "b@shop.test"}

@@ -1,4 +1,4 @@
-"""The membership schema fits `streams.membership` records; `segstream schema` prints JSON."""
+"""The membership schema fits `segments.membership` records; `segstream schema` prints JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.membership import SegmentRecords, change_id, iso_ms, membership_record
+from segments.membership import SegmentRecords, change_id, iso_ms, membership_record
 from streams.schemas import SCHEMA_NAMES
 from tests.schemas.helpers import validator
 

@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 
 from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state, encode_state, new_state
-from streams.definitions import DefinitionStore
-from streams.engine import Engine
-from streams.output import BatchProducer
-from streams.processor import Processor
+from streams.broker.topics import TopicNames, ensure_topics, partition_counts
+from streams.engine.engine import Engine
+from streams.engine.output import BatchProducer
+from streams.engine.processor import Processor
 from streams.settings import Settings
-from streams.store import PartitionWrite, StateStore
-from streams.topics import TopicNames, ensure_topics, partition_counts
+from streams.storage.definitions import DefinitionStore
+from streams.storage.state import PartitionWrite, StateStore
 
 
 def event(
@@ -144,8 +144,8 @@ async def create_topics(settings: Settings) -> None:
 
 
 async def state_of(settings: Settings, redis: Redis, customer_id: str) -> Any:
-    from streams.partitioning import owner_partition
-    from streams.store import PartitionKeys
+    from streams.broker.partitioning import owner_partition
+    from streams.storage.state import PartitionKeys
 
     p = owner_partition(customer_id, settings.partitions)
     blob = await redis.hget(PartitionKeys(settings.key_prefix, p).state, customer_id)

@@ -1,0 +1,542 @@
+"""The provider-sync worker: membership changes from Kafka to each segment's auto-responder.
+
+``run_sync`` consumes ``segment-membership`` in the group ``<group_id>-sync`` with
+manual commits. Each change is routed by its segment's ``auto_responder`` (changes
+of segments without one are skipped), gathered per (profile, list, segment or tag)
+into a ``Bucket`` that coalesces each customer to their final state, and sent when
+the bucket holds ``batch_max`` customers or is ``linger`` seconds old. One batch per
+target is in flight at a time, so a customer's changes reach the provider in order.
+
+Outcomes, per member: confirmed (done); refused for good, or without an email (to
+``segments.dlq`` with the provider's reason, then done); worth retrying (kept for
+the next batch). A whole call that still fails after the ``Retry`` policy is an
+outage: the profile is held with a growing delay and the partitions carrying its
+changes are paused, so nothing piles up and nothing spins. Offsets are committed up
+to the first change not done, never past it: a crash repeats changes (every
+provider call is safe to repeat), it never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
+
+from providers.base import BatchResult, Member, MemberFailure, ProviderClient
+from providers.batching import (
+    TP,
+    Bucket,
+    Change,
+    OffsetTracker,
+    Pending,
+    SeenIds,
+    Target,
+    outage_delay,
+)
+from providers.errors import AuthError, ListNotFound, ProviderError
+from providers.limits import ProviderLimits
+from providers.profiles import ProfileError, ProfileNotFound
+from providers.retry import Backoff, FullJitterBackoff, Retry
+from segments.deadletters import dlq_headers
+from segments.membership import InvalidMembership
+from streams.broker.topics import TopicNames
+from streams.settings import Settings
+from streams.storage.definitions import DefinitionStore
+from streams.storage.profiles import ProfileStore
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+
+
+@dataclass
+class SyncCounters:
+    """What the worker did, for metrics (monotonic counters)."""
+
+    synced: int = 0  # customers' changes the provider confirmed
+    dead_lettered: int = 0  # changes sent to segments.dlq (refused, no email, bad record)
+    retries: int = 0  # provider calls retried, plus batches re-sent after an outage
+    skipped: int = 0  # changes of segments without an auto_responder
+    duplicates: int = 0  # changes whose event_id was already taken
+    outages: int = 0  # times a profile was held after retries ran out
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Tuning of the worker; the defaults suit production."""
+
+    batch_max: int = 500
+    linger: float = 0.2
+    max_attempts: int = 6
+    backoff: Backoff = field(default_factory=FullJitterBackoff)
+    outage_base: float = 1.0
+    outage_cap: float = 60.0
+    stop_grace: float = 5.0
+    max_pending: int = 20_000
+    definitions_refresh: float = 1.0
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Health:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+async def run_sync(
+    settings: Settings,
+    redis: Redis,
+    stop: asyncio.Event,
+    *,
+    limits: ProviderLimits | None = None,
+    clock: Clock = time.monotonic,
+    options: SyncOptions | None = None,
+    counters: SyncCounters | None = None,
+) -> None:
+    """Run one sync worker until ``stop`` is set (pass ``counters`` to read them live)."""
+    worker = SyncWorker(settings, redis, limits=limits, clock=clock, options=options,
+                        counters=counters)
+    await worker.run(stop)
+
+
+class SyncWorker:
+    """One member of the sync consumer group; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        *,
+        limits: ProviderLimits | None = None,
+        clock: Clock = time.monotonic,
+        options: SyncOptions | None = None,
+        counters: SyncCounters | None = None,
+    ) -> None:
+        if not settings.kafka_bootstrap:
+            raise ValueError("the sync worker needs SEGSTREAM_KAFKA_BOOTSTRAP")
+        if settings.secret_key is None:
+            raise ValueError("the sync worker needs SEGSTREAM_SECRET_KEY to read credentials")
+        self.settings = settings
+        self.options = options or SyncOptions()
+        self.counters = counters if counters is not None else SyncCounters()
+        self.topics = TopicNames(settings.topic_prefix)
+        self.group_id = f"{settings.group_id}-sync"
+        self.limits = limits
+        self._clock = clock
+        self._profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get(),
+                                      client_options=self.options.client_options)
+        self._definitions = DefinitionStore(redis, settings.key_prefix)
+        self._retry = Retry(self.options.backoff, self.options.max_attempts,
+                            on_retry=self._on_retry)
+        self._targets: dict[str, Target | None] = {}
+        self._remembered: dict[str, Target] = {}  # deleted segments' removals still go out
+        self._revision = -1
+        self._loaded_at = -1e18
+        self._building: dict[Target, Bucket] = {}
+        self._inflight: dict[Target, asyncio.Task[None]] = {}
+        self._health: dict[str, _Health] = {}
+        self._clients: dict[str, ProviderClient] = {}
+        self._tracker = OffsetTracker()
+        self._seen = SeenIds()
+        self._consumer: Any = None
+        self._producer: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, sync and commit until ``stop`` is set; then finish what is in flight."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(self.settings.session_timeout_ms // 3, 100),
+        )
+        self._consumer.subscribe([self.topics.membership], listener=_Rebalance(self))
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
+        async with contextlib.AsyncExitStack() as stack:
+            await self._producer.start()
+            stack.push_async_callback(self._producer.stop)
+            await self._consumer.start()
+            stack.push_async_callback(self._consumer.stop)
+            stack.push_async_callback(self._close_clients)
+            await self._refresh_definitions(force=True)
+            while not stop.is_set():
+                await self._tick()
+            self._start_flushes(everything=True)
+            await self._drain()
+            await self._commit()
+
+    async def _tick(self) -> None:
+        timeout = self._poll_timeout()
+        fetchable = set(self._consumer.assignment()) - set(self._consumer.paused())
+        if fetchable:
+            batch = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=self.options.batch_max
+            )
+        else:
+            await asyncio.sleep(timeout)  # everything paused: wait, do not spin
+            batch = {}
+        await self._accept_all(batch)
+        self._start_flushes()
+        self._apply_pauses()
+        await self._commit()
+
+    def _poll_timeout(self) -> float:
+        now = self._clock()
+        due = [self._due_at(b) for t, b in self._building.items() if t not in self._inflight]
+        wait = min([*due, now + self.options.linger]) - now
+        return min(max(wait, 0.01), self.options.linger)
+
+    def _due_at(self, bucket: Bucket) -> float:
+        held = self._health_of(bucket.target.profile_id).not_before
+        if len(bucket) >= self.options.batch_max:
+            return held
+        return max(bucket.opened_at + self.options.linger, held)
+
+    async def _drain(self) -> None:
+        """Let in-flight batches finish within ``stop_grace``; cancel what is left."""
+        tasks = list(self._inflight.values())
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.options.stop_grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_clients(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Rebalance: finish in-flight work, commit, forget the revoked partitions' changes."""
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        await self._drain()
+        await self._commit()
+        for target, bucket in list(self._building.items()):
+            bucket.drop_partitions(gone)
+            if not bucket:
+                del self._building[target]
+        self._tracker.forget(gone)
+        self._seen.clear()  # dropped changes come back to whoever owns them now
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _accept_all(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        changes: list[Change] = []
+        for tp, records in batch.items():
+            for record in records:
+                where = (tp.topic, tp.partition)
+                self._tracker.read(where, record.offset)
+                try:
+                    changes.append(Change.parse(where, record.offset, record.key, record.value))
+                except InvalidMembership as exc:
+                    await self._dead_letter_raw(where, record, "invalid_membership", str(exc))
+        if any(c.segment_id not in self._targets for c in changes):
+            await self._refresh_definitions(force=True)
+        else:
+            await self._refresh_definitions()
+        for change in changes:
+            self._accept(change)
+
+    def _accept(self, change: Change) -> None:
+        if self._seen.seen(change.event_id):
+            self.counters.duplicates += 1
+            self._tracker.done(change.tp, change.offset)
+            return
+        target = self._target_of(change.segment_id)
+        if target is None:
+            self.counters.skipped += 1
+            self._tracker.done(change.tp, change.offset)
+            return
+        bucket = self._building.get(target)
+        if bucket is None:
+            bucket = self._building[target] = Bucket(target, self._clock())
+        bucket.add(change)
+
+    def _target_of(self, segment_id: str) -> Target | None:
+        if segment_id in self._targets:
+            return self._targets[segment_id]
+        return self._remembered.get(segment_id)
+
+    async def _refresh_definitions(self, *, force: bool = False) -> None:
+        now = self._clock()
+        wait = 0.2 if force else self.options.definitions_refresh
+        if now - self._loaded_at < wait:
+            return
+        self._loaded_at = now
+        if await self._definitions.revision() == self._revision:
+            return
+        loaded = await self._definitions.load()
+        self._revision = loaded.revision
+        self._targets = {
+            d.id: Target.from_auto_responder(d.auto_responder) if d.auto_responder else None
+            for d in loaded.live.values()
+        }
+        self._remembered.update({k: v for k, v in self._targets.items() if v is not None})
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _start_flushes(self, *, everything: bool = False) -> None:
+        now = self._clock()
+        for target, bucket in list(self._building.items()):
+            if target in self._inflight:
+                continue
+            if self._health_of(target.profile_id).not_before > now:
+                continue
+            if not everything and self._due_at(bucket) > now:
+                continue
+            batch = self._take(bucket)
+            self._inflight[target] = asyncio.create_task(self._flush(batch))
+
+    def _take(self, bucket: Bucket) -> Bucket:
+        """The first ``batch_max`` customers of ``bucket`` (the rest stay building)."""
+        target = bucket.target
+        if len(bucket) <= self.options.batch_max:
+            del self._building[target]
+            return bucket
+        batch = Bucket(target, bucket.opened_at)
+        for _ in range(self.options.batch_max):
+            customer, pending = bucket.items.popitem(last=False)
+            batch.items[customer] = pending
+        return batch
+
+    async def _flush(self, bucket: Bucket) -> None:
+        leftover: list[Pending] = list(bucket.items.values())
+        try:
+            leftover = await self._send(bucket)
+        except KafkaError as exc:
+            log.warning("sync: dead-letter topic unavailable (%s); will retry", exc)
+            self._hold(bucket.target.profile_id, outage=True)
+        except Exception:  # a bug must not kill the worker silently; the batch is kept
+            log.exception("sync: batch for %s failed unexpectedly", bucket.target)
+            self._hold(bucket.target.profile_id, outage=True)
+        finally:
+            del self._inflight[bucket.target]
+            self._restore(bucket, leftover)
+
+    def _restore(self, bucket: Bucket, leftover: list[Pending]) -> None:
+        """Put unfinished changes back in front of whatever arrived meanwhile."""
+        if not leftover:
+            return
+        again = Bucket(bucket.target, bucket.opened_at)
+        for pending in leftover:
+            for change in pending.records:
+                again.add(change)
+        newer = self._building.pop(bucket.target, None)
+        if newer is not None:
+            again.absorb(newer)
+        self._building[bucket.target] = again
+
+    async def _send(self, bucket: Bucket) -> list[Pending]:
+        """Send one batch; return the customers still to do."""
+        target = bucket.target
+        pendings = list(bucket.items.values())
+        no_email = [p for p in pendings if p.latest.email is None]
+        await self._dead_letter(no_email, "missing_email",
+                                "the member has no email: it cannot be sent to a provider")
+        pendings = [p for p in pendings if p.latest.email is not None]
+        try:
+            client = await self._client(target.profile_id)
+        except ProfileNotFound as exc:
+            await self._dead_letter(pendings, "unknown_profile", exc.message)
+            return []
+        except ProfileError as exc:
+            log.error("sync: profile %s unusable: %s", target.profile_id, exc.message)
+            self._hold(target.profile_id, outage=True)
+            return pendings
+        leftover: list[Pending] = []
+        for added in (True, False):
+            group = [p for p in pendings if p.latest.added is added]
+            if group and leftover and self._held(target.profile_id):
+                leftover.extend(group)  # the provider is out: do not try the other half
+            elif group:
+                leftover.extend(await self._send_group(client, target, group, added))
+        if not leftover:
+            self._health_of(target.profile_id).failures = 0
+        elif not self._held(target.profile_id):
+            self._hold(target.profile_id, outage=False)
+        return leftover
+
+    async def _send_group(
+        self, client: ProviderClient, target: Target, group: list[Pending], added: bool
+    ) -> list[Pending]:
+        emails = [p.latest.email for p in group if p.latest.email is not None]
+        try:
+            result = await (self._add(client, target, emails) if added
+                            else self._remove(client, target, emails))
+        except AuthError as exc:
+            log.error("sync: %s refused profile %s credentials: %s", client.provider,
+                      target.profile_id, exc.reason)
+            self._forget_client(target.profile_id)
+            self._hold(target.profile_id, outage=True)
+            return group
+        except ListNotFound as exc:
+            await self._dead_letter(group, "list_not_found", f"{client.provider}: {exc.reason}")
+            return []
+        except ProviderError as exc:
+            if exc.retriable:
+                log.warning("sync: %s unavailable for profile %s: %s", client.provider,
+                            target.profile_id, exc)
+                self._hold(target.profile_id, outage=True)
+                return group
+            await self._dead_letter(group, "provider_rejected", f"{client.provider}: {exc.reason}")
+            return []
+        return await self._settle(client.provider, group, result)
+
+    @staticmethod
+    async def _add(client: ProviderClient, target: Target, emails: list[str]) -> BatchResult:
+        result = await client.upsert_members(target.list_id, [Member(e) for e in emails])
+        if target.segment_id is None or not result.succeeded:
+            return result
+        tagged = await client.add_to_segment(target.list_id, target.segment_id,
+                                             result.succeeded)
+        return BatchResult(tagged.succeeded, {**result.failed, **tagged.failed})
+
+    @staticmethod
+    async def _remove(client: ProviderClient, target: Target, emails: list[str]) -> BatchResult:
+        if target.segment_id is not None:
+            return await client.remove_from_segment(target.list_id, target.segment_id, emails)
+        return await client.remove_from_list(target.list_id, emails)
+
+    async def _settle(
+        self, provider: str, group: list[Pending], result: BatchResult
+    ) -> list[Pending]:
+        failed: dict[str, MemberFailure] = {e.lower(): f for e, f in result.failed.items()}
+        leftover: list[Pending] = []
+        for pending in group:
+            failure = failed.get(str(pending.latest.email).lower())
+            if failure is None:
+                self._done(pending)
+                self.counters.synced += 1
+            elif failure.retriable:
+                leftover.append(pending)
+            else:
+                await self._dead_letter([pending], "provider_rejected",
+                                        f"{provider}: {failure.reason}")
+        return leftover
+
+    async def _client(self, profile_id: str) -> ProviderClient:
+        client = self._clients.get(profile_id)
+        if client is None:
+            profile = await self._profiles.get(profile_id)
+            credentials = await self._profiles.credentials_of(profile_id)
+            client = self._profiles.open_client(
+                profile, credentials, limits=self._limits(), retry=self._retry
+            )
+            self._clients[profile_id] = client
+        return client
+
+    def _limits(self) -> ProviderLimits:
+        if self.limits is None:
+            self.limits = ProviderLimits()  # made inside the running loop, as it must be
+        return self.limits
+
+    def _forget_client(self, profile_id: str) -> None:
+        client = self._clients.pop(profile_id, None)
+        if client is not None:
+            task = asyncio.ensure_future(client.aclose())
+            task.add_done_callback(lambda t: t.exception())
+
+    def _on_retry(self, error: ProviderError, failures: int, delay: float) -> None:
+        self.counters.retries += 1
+        log.info("sync: retrying after %s (failure %d, waiting %.2fs)", error, failures, delay)
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _done(self, pending: Pending) -> None:
+        for change in pending.records:
+            self._tracker.done(change.tp, change.offset)
+
+    async def _dead_letter(self, pendings: list[Pending], code: str, reason: str) -> None:
+        if not pendings:
+            return
+        sends = [await self._producer.send(
+            self.topics.dlq, pending.latest.value, key=pending.latest.key,
+            headers=dlq_headers(self.topics.membership, pending.latest.tp[1],
+                                pending.latest.offset, code, reason, stage="sync"),
+        ) for pending in pendings]
+        await asyncio.gather(*sends)
+        for pending in pendings:
+            self._done(pending)
+        self.counters.dead_lettered += len(pendings)
+
+    async def _dead_letter_raw(self, tp: TP, record: Any, code: str, reason: str) -> None:
+        await self._producer.send_and_wait(
+            self.topics.dlq, record.value, key=record.key,
+            headers=dlq_headers(tp[0], tp[1], record.offset, code, reason, stage="sync"),
+        )
+        self._tracker.done(tp, record.offset)
+        self.counters.dead_lettered += 1
+
+    # -- holding profiles and pausing their partitions -----------------------------------------
+
+    def _health_of(self, profile_id: str) -> _Health:
+        health = self._health.get(profile_id)
+        if health is None:
+            health = self._health[profile_id] = _Health()
+        return health
+
+    def _held(self, profile_id: str) -> bool:
+        return self._health_of(profile_id).not_before > self._clock()
+
+    def _hold(self, profile_id: str, *, outage: bool) -> None:
+        health = self._health_of(profile_id)
+        health.failures += 1
+        delay = outage_delay(health.failures, self.options.outage_base, self.options.outage_cap)
+        health.not_before = self._clock() + delay
+        self.counters.retries += 1
+        if outage:
+            self.counters.outages += 1
+            log.warning("sync: holding profile %s for %.1fs", profile_id, delay)
+
+    def _apply_pauses(self) -> None:
+        """Pause partitions carrying changes of held profiles (or all when overloaded)."""
+        assigned = set(self._consumer.assignment())
+        if self._tracker.pending_count() > self.options.max_pending:
+            wanted = assigned
+        else:
+            wanted = {
+                TopicPartition(*tp)
+                for target, bucket in self._building.items()
+                if self._held(target.profile_id)
+                for tp in bucket.partitions()
+            } & assigned
+        paused = set(self._consumer.paused())
+        if wanted - paused:
+            self._consumer.pause(*(wanted - paused))
+        if paused - wanted:
+            self._consumer.resume(*(paused - wanted))
+
+    async def _commit(self) -> None:
+        offsets = self._tracker.to_commit()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit({TopicPartition(*tp): o for tp, o in offsets.items()})
+        except KafkaError as exc:
+            log.warning("sync: commit failed (%s); will commit again", exc)
+            return
+        self._tracker.committed(offsets)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: SyncWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None

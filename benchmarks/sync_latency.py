@@ -29,6 +29,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from providers.fakes.activecampaign import ActiveCampaignFake
@@ -38,7 +39,7 @@ from providers.fakes.sendlane import SendlaneFake
 from providers.fakes.server import serve_fake
 from streams.broker.topics import TopicNames, ensure_topics
 from streams.local.embedded import EmbeddedServices
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 from streams.storage.client import connect_redis
 from streams.storage.definitions import DefinitionStore
 from streams.storage.profiles import ProfileStore
@@ -125,7 +126,7 @@ async def main(args: argparse.Namespace) -> None:
             settings = Settings(kafka_bootstrap=svc.kafka_bootstrap, redis_url=svc.redis_url,
                                 topic_prefix=f"{prefix}.", key_prefix=prefix,
                                 group_id=f"{prefix}-processor", partitions=8,
-                                secret_key=Secret("s" * 32))
+                                secret_key=SecretStr("s" * 32))
             topics = TopicNames(settings.topic_prefix)
             await ensure_topics(svc.kafka_bootstrap, topics, 8, 1)
             fake = FAKES[args.provider](Faults(latency=args.latency))
@@ -143,7 +144,7 @@ async def run(
     base_url: str, list_id: str, tag: str,
 ) -> None:
     assert settings.secret_key and settings.kafka_bootstrap
-    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get())
+    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value())
     profile = await profiles.create("bench", args.provider, fake.credentials(), base_url)
     await profiles.sync_lists(profile.id)
     await DefinitionStore(redis, settings.key_prefix).put("bench", {

@@ -10,13 +10,14 @@ import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
@@ -27,7 +28,7 @@ from streams.engine.processor import Processor
 from streams.local.embedded import resolve_services
 from streams.ops.http import HealthChecks, MetricsSource, serve
 from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 from streams.storage.client import redis_client
 from streams.storage.definitions import DefinitionStore, apply_segments_file
 from streams.storage.profiles import ProfileStore
@@ -69,8 +70,7 @@ def discover_running(settings: Settings) -> Settings:
         os.kill(int(found["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return settings
-    return replace(
-        settings,
+    return settings.with_changes(
         kafka_bootstrap=settings.kafka_bootstrap or found["kafka_bootstrap"],
         redis_url=settings.redis_url or found["redis_url"],
     )
@@ -80,10 +80,10 @@ def fill_generated_secrets(settings: Settings, say: Callable[[str], None]) -> Se
     """`up` runs without configuration: generate the API token and encryption key it lacks."""
     if settings.api_token is None:
         token = secrets.token_urlsafe(24)
-        settings = replace(settings, api_token=Secret(token))
+        settings = settings.with_changes(api_token=SecretStr(token))
         say(f"API token (generated for this run): {token}")
     if settings.secret_key is None:
-        settings = replace(settings, secret_key=Secret(Fernet.generate_key().decode()))
+        settings = settings.with_changes(secret_key=SecretStr(Fernet.generate_key().decode()))
     return settings
 
 
@@ -196,8 +196,9 @@ async def api_app(
     partitions = await ensure_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix),
                                      settings.partitions, settings.replication_factor)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                linger_ms=5, enable_idempotence=settings.idempotent_producer)
-    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get(), limits=limits)
+                                linger_ms=5, enable_idempotence=settings.kafka_idempotence)
+    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value(),
+                            limits=limits)
     await producer.start()
     stop_refresh = asyncio.Event()
     refresher = asyncio.create_task(

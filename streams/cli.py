@@ -153,7 +153,7 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
                         settings.replication_factor)
     with _open(args.file) as stream:
         report = await produce_lines(settings.kafka_bootstrap, _lines(stream), topics,
-                                     settings.idempotent_producer)
+                                     settings.kafka_idempotence)
     for number, reason in report.rejected:
         console.print(f"[red]line {number}[/red]: {reason}")
     sent = ", ".join(f"{n} to {t}" for t, n in sorted(report.sent.items())) or "nothing"

@@ -23,5 +23,5 @@ async def require_token(
     if credentials is None:
         raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer …)")
     given = credentials.credentials.encode()
-    if not hmac.compare_digest(given, token.get().encode()):
+    if not hmac.compare_digest(given, token.get_secret_value().encode()):
         raise ApiError(401, "unauthorized", "invalid bearer token")

@@ -102,7 +102,7 @@ class Processor:
         # linger (measured: 5.5 ms from send_batch to the wire with linger_ms=5, 0.06 ms with 0)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=0, acks="all",
-            enable_idempotence=self.settings.idempotent_producer,
+            enable_idempotence=self.settings.kafka_idempotence,
             max_batch_size=1 << 20,
         )
         await self._producer.start()
@@ -113,7 +113,7 @@ class Processor:
             definitions = await self.definition_store.load()
             self.engine = Engine(
                 self.store, output, self.topics, partitions, definitions,
-                cache_size=self.settings.state_cache_size,
+                cache_size=self.settings.state_cache,
             )
             await self._consume(bootstrap)
         finally:

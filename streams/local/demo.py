@@ -118,7 +118,7 @@ async def _link_mailchimp(
 ) -> dict[str, str]:
     """Create the demo's auto-responder profile on the fake Mailchimp and sync its lists."""
     assert settings.secret_key is not None
-    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get())
+    profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value())
     profile = await profiles.create("Demo Mailchimp (local fake)", "mailchimp",
                                     fake.credentials(), base_url)
     await profiles.sync_lists(profile.id)

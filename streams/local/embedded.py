@@ -267,9 +267,9 @@ async def resolve_services(settings: Settings) -> AsyncIterator[Settings]:
     async with EmbeddedServices(
         settings.run_dir, kafka=kafka is None, redis=redis_url is None
     ) as services:
-        yield settings.with_services(
-            kafka if kafka is not None else services.kafka_bootstrap,
-            redis_url if redis_url is not None else services.redis_url,
+        yield settings.with_changes(
+            kafka_bootstrap=kafka if kafka is not None else services.kafka_bootstrap,
+            redis_url=redis_url if redis_url is not None else services.redis_url,
         )
 
 

@@ -134,7 +134,8 @@ class SyncWorker:
         self.group_id = f"{settings.group_id}-sync"
         self.limits = limits
         self._clock = clock
-        self._profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get(),
+        self._profiles = ProfileStore(redis, settings.key_prefix,
+                                      settings.secret_key.get_secret_value(),
                                       client_options=self.options.client_options)
         self._definitions = DefinitionStore(redis, settings.key_prefix)
         self._retry = Retry(self.options.backoff, self.options.max_attempts,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from streams.app import api_app
 from streams.ops.http import HealthChecks, serve
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 
 TOKEN = "test-token-0123456789"
 
@@ -47,7 +48,7 @@ async def running_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
 
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
-    return replace(settings, api_token=Secret(TOKEN), secret_key=Secret("k" * 44))
+    return settings.with_changes(api_token=SecretStr(TOKEN), secret_key=SecretStr("k" * 44))
 
 
 @pytest.fixture

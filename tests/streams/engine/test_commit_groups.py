@@ -8,7 +8,6 @@ reaches Redis before the batch that closes it; a batch that fails drops its open
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -151,9 +150,9 @@ async def test_grouped_commits_leave_redis_and_the_topic_as_batch_commits_do(
     random batches leaving their group open and applied in chunks of two events: Redis content
     and membership records agree."""
     run = f"{time.monotonic_ns()}"
-    grouped = replace(settings, topic_prefix=f"{settings.topic_prefix}g{run}.",
+    grouped = settings.with_changes(topic_prefix=f"{settings.topic_prefix}g{run}.",
                       key_prefix=f"{settings.key_prefix}:g{run}")
-    plain = replace(settings, topic_prefix=f"{settings.topic_prefix}p{run}.",
+    plain = settings.with_changes(topic_prefix=f"{settings.topic_prefix}p{run}.",
                     key_prefix=f"{settings.key_prefix}:p{run}")
     events: list[dict[str, Any]] = []
     for n, (who, kind, amount) in enumerate(steps):
@@ -203,7 +202,7 @@ async def test_a_processor_under_backlog_commits_everything_once_caught_up(
 ) -> None:
     """Every batch may leave its group open, and no group grows full: the empty fetch after
     the backlog closes it, with no more events needed."""
-    settings = replace(settings, commit_group_from=1, commit_group_max=10**9, batch_max=50)
+    settings = settings.with_changes(commit_group_from=1, commit_group_max=10**9, batch_max=50)
     await create_topics(settings)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
     store = StateStore(redis_client, settings.key_prefix)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import pytest
 import redis.exceptions
@@ -183,7 +182,7 @@ async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothin
     """A commit that Redis never answers must end the processor with the error, whichever of
     the batches in flight it belongs to, not leave it waiting; its restart applies the held
     event exactly once and re-sends its change with the same id."""
-    settings = replace(settings, session_timeout_ms=3000)  # the rejoin waits for the old member
+    settings = settings.with_changes(session_timeout_ms=3000)  # the rejoin waits for the old member
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)

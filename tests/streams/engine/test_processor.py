@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import replace
 
 import orjson
 import pytest
@@ -180,7 +179,7 @@ async def test_customer_events_on_any_partition_meet_in_one_state(
 async def test_restart_resumes_from_stored_offsets_without_reapplying(
     settings: Settings, redis_client: Redis
 ):
-    settings = replace(settings, session_timeout_ms=3000)  # the rejoin waits for the old member
+    settings = settings.with_changes(session_timeout_ms=3000)  # the rejoin waits for the old member
     await create_topics(settings)
     async with running_processor(settings, redis_client):
         await produce(settings, [order("c-3", n, "1") for n in range(5)])

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-from dataclasses import replace
 
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from rich.console import Console
 
 from streams.engine.processor import Processor
 from streams.local.demo import MAILCHIMP_SEGMENT, run_demo
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
 from tests.streams.helpers import wait_for
 
@@ -22,7 +22,7 @@ async def _started_demo(
 ) -> tuple[asyncio.Task[None], asyncio.Event, asyncio.Event]:
     """The demo task, once its segments are stored, with its `stop` and `roles_stopped`."""
     stop, roles_stopped = asyncio.Event(), asyncio.Event()
-    settings = replace(settings, secret_key=Secret(Fernet.generate_key().decode()))
+    settings = settings.with_changes(secret_key=SecretStr(Fernet.generate_key().decode()))
     demo = asyncio.create_task(run_demo(
         settings, redis, Processor(settings, redis), stop, roles_stopped,
         Console(file=io.StringIO()), rate=50))

@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
 from providers.retry import FullJitterBackoff
 from streams.broker.topics import TopicNames, committed_offsets, high_watermarks
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
 from streams.storage.profiles import ProfileStore
 from streams.sync.worker import SyncCounters, SyncOptions, run_sync
@@ -37,7 +38,7 @@ CONDITIONS = [{"conditions": [{"field": "total_spent", "op": "gte", "value": 1}]
 @pytest.fixture
 def sync_settings(settings: Settings) -> Settings:
     # A short session: Tansu rebalances a restarted member only after the old one expires.
-    return dataclasses.replace(settings, secret_key=Secret("s" * 40), session_timeout_ms=3000)
+    return settings.with_changes(secret_key=SecretStr("s" * 40), session_timeout_ms=3000)
 
 
 async def setup_target(
@@ -47,7 +48,7 @@ async def setup_target(
     """Topics, a synced profile and a segment whose auto_responder points at the fake."""
     await create_topics(settings)
     assert settings.secret_key is not None
-    store = ProfileStore(redis, settings.key_prefix, settings.secret_key.get())
+    store = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value())
     list_id, segments = harness.seed_list("Shop", *([segment] if segment else []))
     profile = await store.create("shop", harness.provider, harness.fake.credentials(),
                                  harness.base_url)

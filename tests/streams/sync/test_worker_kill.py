@@ -26,7 +26,7 @@ from tests.streams.sync.test_worker import (
 def _spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     assert settings.secret_key is not None
     env = role_env(settings, SEGSTREAM_SESSION_TIMEOUT_MS="3000", SEGSTREAM_API_TOKEN="t",
-                   SEGSTREAM_SECRET_KEY=settings.secret_key.get())
+                   SEGSTREAM_SECRET_KEY=settings.secret_key.get_secret_value())
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "sync"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)

@@ -236,7 +236,8 @@ def compile_evaluator(defs: Iterable[SegmentDefinition], bits: Mapping[str, int]
 
     The bits of `defs` are cleared once at the top and each true segment sets its own: one
     operation on the (multi-digit, beyond 30 segments) mask per member instead of one per
-    segment, 5.0-5.6 -> 4.1-4.9 µs for 50 segments.
+    segment, since every operation on such an int allocates (docs/design.md, "Generated
+    evaluators").
     """
     gen = _Codegen(bits)
     body = []

@@ -107,7 +107,8 @@ def stable_hash(text: str) -> int:
 
     blake2b with an 8-byte digest, read as a little-endian int64. Copying a prepared hasher
     and unpacking with `struct` gives the same value as `int.from_bytes(blake2b(data,
-    digest_size=8).digest(), "little", signed=True)` in 0.36 instead of 0.57 µs.
+    digest_size=8).digest(), "little", signed=True)`, which stored hashes were made with, at
+    less cost (docs/design.md, "Stable hashes from a prepared hasher").
     """
     hasher = _BLAKE2B_64.copy()
     hasher.update(text.encode())
@@ -161,9 +162,9 @@ def _decode_array(kind: type, value: object) -> object:
 
 # Timelines are int64 arrays, stored as bin in native byte order (little-endian on
 # every platform the service runs on).
-# The hook is array.tobytes itself, not a Python function around it: 2.6 -> 1.5 µs per state. It
-# is only ever called for the arrays (every other field type is msgpack's own); anything else
-# would fail loudly with tobytes' TypeError.
+# The hook is array.tobytes itself, not a Python function around it (one call less per array;
+# docs/design.md, "State codec"). It is only ever called for the arrays (every other field type
+# is msgpack's own); anything else would fail loudly with tobytes' TypeError.
 _ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=array.tobytes)
 _DECODER: Final = msgspec.msgpack.Decoder(tuple[int, bytes, FeatureState], dec_hook=_decode_array)
 

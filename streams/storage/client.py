@@ -3,8 +3,8 @@
 redis-py bounds each write by `socket_timeout` (5 s by default since redis-py 8) with
 `asyncio.wait_for`. On Python 3.11, `wait_for` returns the write's result when a cancellation
 arrives just as the write completes, and the cancellation is lost. Writes to a local server
-complete at once, so measured here a task cancelled while looping over GETs ran on in 150 of
-300 tries: a demo that never stopped, and a processor that would not either. The connections
+complete at once, so a task cancelled while it talks to Redis would often run on (a demo or a
+processor that does not stop; docs/design.md, "Shutdown and cancellation"). The connections
 made here bound the same write with `asyncio.timeout`, which keeps the cancellation, and raise
 redis-py's own `TimeoutError` when the write takes too long, as redis-py does.
 """

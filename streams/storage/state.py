@@ -10,11 +10,11 @@ partition commits in one atomic script call on one slot, on one Redis and on Red
     <prefix>:{p3}:offsets        hash   "<topic>:<partition>" -> next offset to read
     <prefix>:{p3}:meta           hash   applied definitions fingerprint, ...
 
-Memberships are one bitmask per customer rather than a set per segment: a set member costs ~44 B
-per membership in hashtable encoding, masks and counts ~39 B per customer for all its segments
-(measured at 50 segments). A segment's members are found by scanning the masks (API pages,
-provider reconcile: rare reads); counts are kept exact beside them, since the engine knows every
-flip.
+Memberships are one bitmask per customer rather than a set per segment: a set pays per
+membership, a mask once per customer for all its segments (docs/design.md, "Memberships as one
+bitmask per customer, not a set per segment"). A segment's members are found by scanning the
+masks (API pages, provider reconcile: rare reads); counts are kept exact beside them, since the
+engine knows every flip.
 
 Definitions are global (see `streams.storage.definitions`). Offsets stored beside the state are the
 source of truth for exactly-once: on assignment the consumer seeks to them.
@@ -102,8 +102,8 @@ class PartitionWrite:
 
 
 # One atomic call per partition-batch. The payload is one msgpack argument, so the client packs
-# a single command instead of redis-py packing every field of HSET/HDEL in Python (~12 µs a
-# command, and a cold batch has thousands of arguments); the server unpacks it with cmsgpack.
+# a single command instead of redis-py packing every field of HSET/HDEL in Python (a cold batch
+# has thousands of arguments); the server unpacks it with cmsgpack.
 # Every key it touches is in KEYS and shares the partition's hash tag: valid on Redis Cluster.
 # KEYS: state, offsets, meta, masks, counts
 # payload: [states flat, deleted, masks flat, masks to remove, counts flat (segment, delta),

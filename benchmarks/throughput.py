@@ -31,7 +31,7 @@ Throughput mode:
 * Faust@min(segments): a faust-streaming worker (child process, fresh group, Faust's defaults)
   over the same pass 1: decode, Redis GET, apply_event, SegmentIndex.evaluate, Redis SET, one
   `topic.send` per membership change. Timed the same way from its committed Kafka offsets, from
-  the first commit on (its group join, ~30 s on Tansu, is excluded). Final memberships of both
+  the first commit on (its group join, slow on Tansu, is excluded). Final memberships of both
   are compared customer by customer.
 
 Latency mode: a processor (min(segments)) applies pass 1, then events are produced at `--rate`
@@ -535,7 +535,8 @@ async def time_until_applied(
     the window starts at the first observation where `started()` is true, and every event
     applied from then on counts: none of the processing falls outside the window. Our processor
     commits a backlog in groups of up to a second, so the first commit shows progress only well
-    after the work began, and counting from it read 20-50% high.
+    after the work began, and counting from it would read high (docs/design.md, "The throughput
+    window starts when our processor starts").
 
     Without it (the Faust worker, whose progress moves with every event), the window starts at
     the first observation showing progress beyond the starting position, and the events of that

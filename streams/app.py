@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
 from streams.api import ApiDeps, create_app
-from streams.api.providers import providers_router
 from streams.broker.topics import TopicNames, ensure_topics
 from streams.engine.processor import Processor
 from streams.local.embedded import resolve_services
@@ -205,12 +204,10 @@ async def api_app(
         refresh_forever(profiles, settings.provider_refresh_s, stop_refresh), name="refresh")
     try:
         yield create_app(ApiDeps(
-            settings=settings, redis=redis, definitions=DefinitionStore(redis, settings.key_prefix),
+            settings=settings, definitions=DefinitionStore(redis, settings.key_prefix),
             states=StateStore(redis, settings.key_prefix), producer=producer, checks=checks,
             metrics=metrics, partitions=partitions, profiles=profiles,
-        ), extra_routers=[providers_router(
-            profiles, limits, DefinitionStore(redis, settings.key_prefix), redis,
-            settings.key_prefix, partitions)])
+        ))
     finally:
         stop_refresh.set()
         await refresher

@@ -1,4 +1,5 @@
-"""The HTTP API of contract section 6: segments, fields, customers and event ingestion.
+"""The HTTP API of contract section 6: segments, fields, customers, event ingestion and
+auto-responder profiles.
 
 `create_app(deps)` builds the FastAPI app; `streams.app` serves it beside the processor.
 """

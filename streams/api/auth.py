@@ -5,19 +5,19 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from streams.api.deps import Deps
 from streams.api.errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="SEGSTREAM_API_TOKEN")
 
 
 async def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    deps: Deps, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    token = request.app.state.deps.settings.api_token
+    token = deps.settings.api_token
     if token is None:  # no token configured means nothing gets in, not everything
         raise ApiError(401, "unauthorized", "the API has no token configured")
     if credentials is None:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-
 from segments.definitions import SegmentDefinition
 from segments.evaluator import SegmentIndex
 from segments.features import FeatureState, decode_state, feature_view, mask_slots
-from streams.api.deps import ApiDeps
-from streams.api.errors import ApiError
+from streams.api.body import api_router
+from streams.api.deps import Deps
+from streams.api.errors import ApiError, error_responses
 from streams.broker.partitioning import owner_partition
 
-router = APIRouter()
+router = api_router()
 
 
 @router.get("/customers/{customer_id}", tags=["customers"],
-            summary="Features, segments, and per-condition results of every live segment")
-async def get_customer(request: Request, customer_id: str) -> dict[str, Any]:
-    deps: ApiDeps = request.app.state.deps
+            summary="Features, segments, and per-condition results of every live segment",
+            responses=error_responses(404))
+async def get_customer(deps: Deps, customer_id: str) -> dict[str, Any]:
     partition = owner_partition(customer_id, deps.partitions)
     blob = await deps.states.load_state(partition, customer_id)
     if blob is None:

@@ -1,13 +1,18 @@
-"""What the API needs from the running system, handed in by the composition root."""
+"""What the API needs from the running system, handed in by the composition root.
+
+`create_app` keeps the one `ApiDeps` on the app; every route asks for it as a parameter
+`deps: Deps`, so a route says what it uses and a test can replace it
+(`app.dependency_overrides[get_deps]`).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from redis.asyncio import Redis
+from fastapi import Depends, Request
 
 from segments.evaluator import SegmentIndex
 from streams.broker.topics import TopicNames
@@ -25,18 +30,19 @@ def wall_clock_ms() -> int:
 @dataclass
 class ApiDeps:
     """Services of one API process. `producer` is a started AIOKafkaProducer (for POST /events);
-    `partitions` is the shared partition count of the input topics."""
+    `partitions` is the shared partition count of the input topics; `profiles` keeps the
+    auto-responder profiles and opens their provider clients (with the provider limits the
+    sync workers share, given to it by the composition root)."""
 
     settings: Settings
-    redis: Redis
     definitions: DefinitionStore
     states: StateStore
     producer: Any
     checks: HealthChecks
     metrics: MetricsSource | None
     partitions: int
+    profiles: ProfileStore
     clock: Callable[[], int] = wall_clock_ms
-    profiles: ProfileStore | None = None
     _cached: tuple[DefinitionSet, SegmentIndex] | None = field(default=None, repr=False)
 
     @property
@@ -50,3 +56,11 @@ class ApiDeps:
             loaded = await self.definitions.load()
             self._cached = (loaded, SegmentIndex(loaded.live.values()))
         return self._cached
+
+
+def get_deps(request: Request) -> ApiDeps:
+    deps: ApiDeps = request.app.state.deps
+    return deps
+
+
+Deps = Annotated[ApiDeps, Depends(get_deps)]

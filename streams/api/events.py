@@ -8,26 +8,23 @@ its topic keyed by `customer_id`, and the answer (202) waits for the broker's ac
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Body
 
 from segments.events import TOPIC_OF_TYPE, InvalidEvent, decode_event, event_type
-from streams.api.body import EVENTS_SCHEMA, json_body, read_json
-from streams.api.deps import ApiDeps
-from streams.api.errors import ApiError
+from streams.api.body import api_router
+from streams.api.deps import Deps
+from streams.api.errors import ApiError, error_responses
+from streams.api.models import MAX_EVENTS, Events
 
-router = APIRouter()
-
-MAX_EVENTS: Final = 1000
+router = api_router()
 
 
 @router.post("/events", status_code=202, tags=["events"], summary="Send events to their topics",
-             openapi_extra=json_body(EVENTS_SCHEMA, "one event or a list (contract section 4)"))
-async def post_events(request: Request) -> dict[str, Any]:
-    deps: ApiDeps = request.app.state.deps
-    body = await read_json(request)
+             responses=error_responses(400, 413, 415))
+async def post_events(deps: Deps, body: Annotated[Events, Body()]) -> dict[str, Any]:
     items = body if isinstance(body, list) else [body]
     if not items:
         raise ApiError(400, "no_events", "the list holds no events")

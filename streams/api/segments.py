@@ -9,28 +9,25 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query
 
 from segments.catalog import FIELD_CATALOG
 from segments.definitions import DefinitionError, SegmentDefinition, check_graph, parse_definition
 from segments.evaluator import SegmentIndex
-from streams.api.body import DEFINITION_SCHEMA, SEGMENT_ID_PATTERN, json_body, read_json
-from streams.api.deps import ApiDeps
-from streams.api.errors import ApiError
+from streams.api.body import api_router
+from streams.api.deps import ApiDeps, Deps
+from streams.api.errors import ApiError, error_responses
+from streams.api.models import SEGMENT_ID_PATTERN, SegmentIn
 from streams.api.queries import MemberCursor, member_page, preview, progress
 from streams.storage.definitions import SegmentExists, SegmentNotFound
 
-router = APIRouter()
+router = api_router()
 
 PREVIEW_ID: Final = "__preview__"  # cannot clash: segment ids start with a letter or digit
 _VALID_ID: Final = re.compile(SEGMENT_ID_PATTERN)
-
-
-def _deps(request: Request) -> ApiDeps:
-    deps: ApiDeps = request.app.state.deps
-    return deps
+_BODY_ERRORS: Final = error_responses(400, 413, 415)
 
 
 @router.get("/fields", tags=["segments"], summary="The condition catalog")
@@ -39,14 +36,13 @@ async def list_fields() -> dict[str, Any]:
 
 
 @router.post("/segments", status_code=201, tags=["segments"], summary="Create a segment",
-             openapi_extra=json_body(DEFINITION_SCHEMA, "a segment definition; `id` optional"))
-async def create_segment(request: Request) -> dict[str, Any]:
-    deps = _deps(request)
-    body = await read_json(request)
-    segment_id, definition_body = _split_id(body)
-    await _check_auto_responder(deps, definition_body)
+             responses={**_BODY_ERRORS, **error_responses(409)})
+async def create_segment(deps: Deps, body: SegmentIn) -> dict[str, Any]:
+    segment_id = body.id or _generated_id(body.name)
+    definition = body.definition()
+    await _check_auto_responder(deps, definition)
     try:
-        created = await deps.definitions.create(segment_id, definition_body)
+        created = await deps.definitions.create(segment_id, definition)
     except SegmentExists:
         raise ApiError(409, "segment_exists", f"segment {segment_id!r} exists; PUT replaces it",
                        [{"path": "id", "message": "already used by another segment"}]) from None
@@ -56,8 +52,7 @@ async def create_segment(request: Request) -> dict[str, Any]:
 
 
 @router.get("/segments", tags=["segments"], summary="Every segment, with member counts")
-async def list_segments(request: Request) -> dict[str, Any]:
-    deps = _deps(request)
+async def list_segments(deps: Deps) -> dict[str, Any]:
     live = sorted((await deps.definitions.load()).live.values(), key=lambda d: d.id)
     counts = await deps.states.member_counts(deps.partitions, [d.id for d in live])
     reconciled = await deps.states.reconciled(deps.partitions)
@@ -68,20 +63,16 @@ async def list_segments(request: Request) -> dict[str, Any]:
     return {"segments": segments}
 
 
-@router.post("/segments/preview", tags=["segments"],
-             summary="Count the stored customers a definition would match",
-             openapi_extra=json_body(DEFINITION_SCHEMA, "a segment definition"))
+@router.post("/segments/preview", tags=["segments"], responses=_BODY_ERRORS,
+             summary="Count the stored customers a definition would match (`id` is ignored)")
 async def preview_segment(
-    request: Request, sample: int = Query(10, ge=0, le=100)
+    deps: Deps, body: SegmentIn, sample: Annotated[int, Query(ge=0, le=100)] = 10,
 ) -> dict[str, Any]:
-    deps = _deps(request)
-    body = await read_json(request)
-    if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if k != "id"}
     definitions, _ = await deps.current()
     free_slot = max((d.slot for d in definitions.live.values()), default=-1) + 1
     try:
-        candidate = parse_definition(body, segment_id=PREVIEW_ID, version=0, slot=free_slot)
+        candidate = parse_definition(body.definition(), segment_id=PREVIEW_ID, version=0,
+                                     slot=free_slot)
         check_graph({**definitions.live, PREVIEW_ID: candidate})
     except DefinitionError as exc:
         raise _invalid(exc) from None
@@ -90,27 +81,24 @@ async def preview_segment(
     return result.as_json()
 
 
-@router.get("/segments/{segment_id}", tags=["segments"], summary="One segment")
-async def get_segment(request: Request, segment_id: str) -> dict[str, Any]:
-    deps = _deps(request)
+@router.get("/segments/{segment_id}", tags=["segments"], summary="One segment",
+            responses=error_responses(404))
+async def get_segment(deps: Deps, segment_id: str) -> dict[str, Any]:
     return await _segment_json(deps, await _existing(deps, segment_id))
 
 
 @router.put("/segments/{segment_id}", tags=["segments"], summary="Replace a segment's definition",
-            openapi_extra=json_body(DEFINITION_SCHEMA, "the new definition"))
-async def replace_segment(request: Request, segment_id: str) -> dict[str, Any]:
-    deps = _deps(request)
-    body = await read_json(request)
-    if isinstance(body, dict) and "id" in body:
-        if body["id"] != segment_id:
-            raise ApiError(422, "invalid_definition", "the body's id differs from the path's",
-                           [{"path": "id", "message": f"must be {segment_id!r} or left out"}])
-        body = {k: v for k, v in body.items() if k != "id"}
+            responses={**_BODY_ERRORS, **error_responses(404)})
+async def replace_segment(deps: Deps, segment_id: str, body: SegmentIn) -> dict[str, Any]:
+    if body.id is not None and body.id != segment_id:
+        raise ApiError(422, "invalid_definition", "the body's id differs from the path's",
+                       [{"path": "id", "message": f"must be {segment_id!r} or left out"}])
     if not _VALID_ID.match(segment_id):
         raise _not_found(segment_id)
-    await _check_auto_responder(deps, body)
+    definition = body.definition()
+    await _check_auto_responder(deps, definition)
     try:
-        replaced = await deps.definitions.replace(segment_id, body)
+        replaced = await deps.definitions.replace(segment_id, definition)
     except SegmentNotFound:
         raise _not_found(segment_id) from None
     except DefinitionError as exc:
@@ -118,9 +106,9 @@ async def replace_segment(request: Request, segment_id: str) -> dict[str, Any]:
     return await _segment_json(deps, replaced)
 
 
-@router.delete("/segments/{segment_id}", tags=["segments"], summary="Delete a segment")
-async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
-    deps = _deps(request)
+@router.delete("/segments/{segment_id}", tags=["segments"], summary="Delete a segment",
+               responses=error_responses(404, 409))
+async def delete_segment(deps: Deps, segment_id: str) -> dict[str, Any]:
     try:
         deleted = await deps.definitions.delete(segment_id)
     except DefinitionError as exc:
@@ -131,13 +119,13 @@ async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
     return {"id": deleted.id, "version": deleted.version, "name": deleted.name, "deleted": True}
 
 
-@router.get("/segments/{segment_id}/members", tags=["segments"], summary="Member ids, paged")
+@router.get("/segments/{segment_id}/members", tags=["segments"], summary="Member ids, paged",
+            responses=error_responses(400, 404))
 async def segment_members(
-    request: Request, segment_id: str,
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
-    limit: int = Query(100, ge=1, le=1000),
+    deps: Deps, segment_id: str,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    deps = _deps(request)
     definition = await _existing(deps, segment_id)
     ids, after = await member_page(deps.states, deps.partitions, definition.slot,
                                    MemberCursor.decode(cursor), limit)
@@ -165,34 +153,19 @@ def _render(d: SegmentDefinition, member_count: int, done: float) -> dict[str, A
     }
 
 
-def _split_id(body: Any) -> tuple[str, Any]:
-    """The segment id asked for (or a generated one) and the definition without it."""
-    if not isinstance(body, dict):
-        return _generated_id(None), body
-    rest = {k: v for k, v in body.items() if k != "id"}
-    wanted = body.get("id")
-    if wanted is None:
-        return _generated_id(body.get("name")), rest
-    if not isinstance(wanted, str) or not _VALID_ID.match(wanted):
-        raise ApiError(422, "invalid_definition", "the segment id is not valid", [{
-            "path": "id", "message": "1 to 100 letters, digits, `_`, `.` or `-`, starting with "
-                                     "a letter or digit"}])
-    return wanted, rest
-
-
-def _generated_id(name: Any) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] if isinstance(name, str) else ""
+def _generated_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
     suffix = uuid.uuid4().hex[:8]
     return f"{slug}-{suffix}" if slug else f"segment-{suffix}"
 
 
-async def _check_auto_responder(deps: ApiDeps, body: Any) -> None:
+async def _check_auto_responder(deps: ApiDeps, definition: dict[str, Any]) -> None:
     """The list (and segment or tag) a segment sends to must be one the last sync saw."""
-    target = body.get("auto_responder") if isinstance(body, dict) else None
-    if not isinstance(target, dict) or deps.profiles is None:
+    target = definition.get("auto_responder")
+    if target is None:
         return
     try:  # the definition's own problems first, with their paths
-        parse_definition(body, segment_id="check", version=1, slot=0)
+        parse_definition(definition, segment_id="check", version=1, slot=0)
     except DefinitionError as exc:
         raise _invalid(exc) from None
     problems = await deps.profiles.target_problems(target)

@@ -1,4 +1,5 @@
-"""``POST /providers/profiles/{id}/reconcile`` on a small app, against fake Mailchimp.
+"""``POST /providers/profiles/{id}/reconcile`` on the API app called in-process, against fake
+Mailchimp.
 
 The segment's members are written straight into the processor's layout: member
 sets per partition and feature states at each customer's owner partition.
@@ -6,26 +7,24 @@ sets per partition and feature states at each customer's owner partition.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
-from streams.api.providers import providers_router
 from streams.broker.partitioning import owner_partition
+from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
 from streams.storage.profiles import ProfileStore
+from tests.api.conftest import in_process_api
 from tests.providers.harness import FAST_POLICIES, Harness, fast_retry
 from tests.streams.helpers import seed_member, slot_of
 
 SECRET = "correct horse battery staple, and then some"
-PARTITIONS = 4
 
 
 @dataclass
@@ -35,24 +34,21 @@ class Setup:
     definitions: DefinitionStore
     redis: Redis
     prefix: str
+    partitions: int
 
 
 @pytest.fixture
-async def setup(redis_client: Redis) -> AsyncIterator[Setup]:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+async def setup(api_settings: Settings, redis_client: Redis) -> AsyncIterator[Setup]:
+    prefix = api_settings.key_prefix
     store = ProfileStore(redis_client, prefix, SECRET, limits=ProviderLimits(FAST_POLICIES),
                          retry=fast_retry(3), client_options={"page_size": 2})
-    definitions = DefinitionStore(redis_client, prefix)
-    app = FastAPI()
-    app.include_router(providers_router(store, ProviderLimits(FAST_POLICIES), definitions,
-                                        redis_client, prefix, PARTITIONS))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Setup(client, store, definitions, redis_client, prefix)
+    async with in_process_api(api_settings, redis_client, store) as client:
+        yield Setup(client, store, DefinitionStore(redis_client, prefix), redis_client, prefix,
+                    api_settings.partitions)
 
 
 async def add_member(s: Setup, segment_id: str, customer_id: str, email: str | None) -> None:
-    partition = owner_partition(customer_id, PARTITIONS)
+    partition = owner_partition(customer_id, s.partitions)
     slot = await slot_of(s.redis, s.prefix, segment_id)
     await seed_member(s.redis, s.prefix, partition, slot, segment_id, customer_id, email)
 
@@ -135,14 +131,3 @@ async def test_reconcile_route_refusals(setup: Setup, mailchimp: Harness) -> Non
         assert error["code"] == code and {"code", "message", "details"} <= set(error)
     bad_json = await s.api.post(url, content=b"{")
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
-
-
-async def test_reconcile_route_without_state_is_503(redis_client: Redis) -> None:
-    store = ProfileStore(redis_client, f"t{uuid.uuid4().hex[:8]}", SECRET)
-    app = FastAPI()
-    app.include_router(providers_router(store, None))  # as the app calls it today
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        answer = await client.post("/providers/profiles/x/reconcile", json={"segment_id": "s"})
-    assert answer.status_code == 503
-    assert answer.json()["error"]["code"] == "reconcile_unavailable"

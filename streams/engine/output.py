@@ -2,9 +2,9 @@
 
 `aiokafka.send()` costs tens of microseconds per record in Python; building batches per
 topic-partition with `create_batch()` as records are added and handing them over with
-`send_batch()` keeps the per-record cost to an append. `flush()` returns only when the broker
-acknowledged every record, which is the point after which the processor may commit its state and
-offsets.
+`send_batch()` keeps the per-record cost to an append. `send()` returns only when the broker
+acknowledged every record it took, which is the point after which the checkpoint may commit the
+state and offsets that produced them.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ class PartitionBatches:
     allocator hands the same memory to the next record, which stays in the CPU cache, instead of
     the batch's thousands of records living until the send copies them in.
 
-    `add` appends to the batch's C record builder itself. `BatchBuilder.append` wraps that one
-    call in three Python calls (keyword parsing, a serializer hook, a closed check), 0.3-0.5 µs
-    a record, and a cold start writes ~3 records per event. It keeps `BatchBuilder`'s own
-    bookkeeping (`_relative_offset`, which `record_count()` and the send read; closing when
-    full), which ties this class to aiokafka's 0.14 internals, pinned in pyproject.toml;
-    `tests/streams/test_output.py` checks that what it builds goes out whole and in order.
+    `add` appends to the batch's C record builder itself: `BatchBuilder.append` wraps that one
+    call in three Python calls (keyword parsing, a serializer hook, a closed check), and a cold
+    start writes several records per event (docs/design.md, "Output batches"). It keeps
+    `BatchBuilder`'s own bookkeeping (`_relative_offset`, which `record_count()` and the send
+    read; closing when full), which ties this class to aiokafka's 0.14 internals, pinned in
+    pyproject.toml; `tests/streams/engine/test_output.py` checks that what it builds goes out
+    whole and in order.
     """
 
     __slots__ = ("_create", "current", "full")
@@ -109,10 +110,6 @@ class BatchProducer:
         pending, self._pending = self._pending, {}
         return pending
 
-    async def flush(self) -> None:
-        """Send everything pending and wait until the broker acknowledged all of it."""
-        await self.send(self.detach())
-
     async def send(self, pending: Pending) -> None:
         """Send what `detach` took and wait until the broker acknowledged all of it.
 
@@ -144,8 +141,8 @@ def _by_round(pending: Pending) -> list[tuple[str, int, BatchBuilder]]:
     The producer queues one batch per partition until a produce request takes it, and has one
     request in flight per broker. Handed over partition by partition, a partition's second
     batch waits for a request that carries little more than its first, and the requests go one
-    after the other. In a cold@50 benchmark run: 249 produce requests for 299 batches that way,
-    172 for 271 by round.
+    after the other; by round, each request carries a batch of every partition (docs/design.md,
+    "Output batches").
     """
     rounds = [(i, topic, partition, batch) for (topic, partition), batches in pending.items()
               for i, batch in enumerate(batches.batches())]

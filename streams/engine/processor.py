@@ -1,19 +1,21 @@
 """The processor role: a consumer-group member that owns partitions and feeds the engine.
 
 It subscribes to `customers`, `orders` and the internal repartition topic with the range
-assignor, so partition p of all three goes to the same member (co-partitioning). Offsets stored in
-Redis beside the state are the truth: on assignment each partition seeks to them. Kafka offsets are
-committed too, after Redis, so that `segstream lag` and operators' tools see progress.
+assignor, so partition p of all three goes to the same member (co-partitioning). One turn of
+its loop is: poll; `Engine.prepare` applies the batch into the `Checkpoint`'s open group;
+`Checkpoint.hand_over` sends the batch's records and, when the group closes, queues its commit.
+Offsets stored in Redis beside the state are the truth: on assignment each partition seeks to
+them. Kafka offsets are committed too, after Redis, so that `segstream lag` and operators' tools
+see progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -23,7 +25,10 @@ from redis.asyncio import Redis
 
 from streams.aio import let_io_run
 from streams.broker.topics import TopicNames, cluster_id, ensure_topics, high_watermarks
-from streams.engine.engine import Engine, Prepared
+from streams.clock import wall_clock_ms
+from streams.engine.checkpoint import Checkpoint, GroupPolicy
+from streams.engine.collector import collector
+from streams.engine.engine import Engine
 from streams.engine.output import BatchProducer
 from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
@@ -31,28 +36,13 @@ from streams.storage.state import StateStore
 
 log = logging.getLogger("segstream.processor")
 
-GC_FULL_COLLECT_SECONDS = 600.0
-GC_YOUNG_THRESHOLD = 100_000
-"""Allocations between young collections while the loop runs (CPython's default is 700).
-
-A batch's records, decoded events and new states are young until `gc.freeze()` after the batch;
-at 700 each survivor was scanned twice (young, then middle generation) within its batch. Timed
-with `gc.callbacks` in a two-pass cold@50 run: 0.45-0.52 s of collections at 700, 0.02-0.05 s
-at 100,000, about 3% of the processor's CPU. Cyclic garbage is still collected, every 100,000
-allocations (the run above left 50-400 unreachable objects in all)."""
-IDLE_POLL_MS = 200
-GROUP_POLL_MS = 50
+IDLE_POLL_MS: Final = 200
+GROUP_POLL_MS: Final = 50
 """How long a fetch waits for records while a commit group is open. Under a backlog the
 consumer has the next records buffered before the loop asks; none within 50 ms means the
 backlog is done, and the group's commit should not wait the idle poll's 200 ms for it."""
-DEFINITIONS_POLL_SECONDS = 0.5
-KAFKA_COMMIT_SECONDS = 0.5
-COMMIT_GROUP_SECONDS = 1.0
-"""A commit group under backlog is closed by the first batch prepared this long after it opened."""
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
+DEFINITIONS_POLL_SECONDS: Final = 0.5
+KAFKA_COMMIT_SECONDS: Final = 0.5
 
 
 class Processor:
@@ -72,20 +62,11 @@ class Processor:
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self.engine: Engine | None = None
+        self.checkpoint: Checkpoint | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._last_commit = 0.0
+        self._last_kafka_commit = 0.0
         self._kafka_commit: asyncio.Future[None] | None = None
-        self._finishing: asyncio.Future[None] | None = None
-        """The latest batch's send and commit; it waits for `_older`'s before committing."""
-        self._older: asyncio.Future[None] | None = None
-        """The batch before it, still finishing: two batches may be in flight while a third is
-        prepared (`_hand_over`)."""
-        self._group_positions: dict[TopicPartition, int] = {}
-        """Kafka positions of the batches in the engine's open commit group."""
-        self._group_events = 0
-        self._group_opened = 0.0
+        self._to_report: dict[TopicPartition, int] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -99,33 +80,27 @@ class Processor:
         )
         await self._check_cluster(bootstrap, partitions)
         # linger 0: `BatchProducer` hands over complete batches, and aiokafka lets even those
-        # linger (measured: 5.5 ms from send_batch to the wire with linger_ms=5, 0.06 ms with 0)
-        self._producer = AIOKafkaProducer(
+        # linger (docs/design.md, "Output batches")
+        producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=0, acks="all",
-            enable_idempotence=self.settings.kafka_idempotence,
-            max_batch_size=1 << 20,
+            enable_idempotence=self.settings.kafka_idempotence, max_batch_size=1 << 20,
         )
-        await self._producer.start()
+        await producer.start()
         try:
-            output = BatchProducer(self._producer)
+            output = BatchProducer(producer)
             for topic in (self.topics.membership, self.topics.dlq, self.topics.repartition):
                 await output.partitions_of(topic)
-            definitions = await self.definition_store.load()
             self.engine = Engine(
-                self.store, output, self.topics, partitions, definitions,
+                self.store, output, self.topics, partitions, await self.definition_store.load(),
                 cache_size=self.settings.state_cache,
             )
+            self.checkpoint = Checkpoint(self.store, output, GroupPolicy(
+                self.settings.commit_group_from, self.settings.commit_group_max))
             await self._consume(bootstrap)
         finally:
-            await self._producer.stop()
-            if self.engine is not None:
-                stats = self.engine.stats
-                log.info("stopped: %d events in %d batches (%.0f per batch) and %d commits, "
-                         "%d applied, %d repeated, %d dead letters, %d forwarded, %d added, "
-                         "%d removed",
-                         stats.events, stats.batches, stats.events / max(1, stats.batches),
-                         stats.commits, stats.applied, stats.duplicates, stats.dead_letters,
-                         stats.forwarded, stats.added, stats.removed)
+            await producer.stop()
+            if self.engine is not None and self.checkpoint is not None:
+                _log_totals(self.engine, self.checkpoint)
 
     async def _consume(self, bootstrap: str) -> None:
         self._consumer = consumer = AIOKafkaConsumer(
@@ -153,154 +128,78 @@ class Processor:
             await consumer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
-        last_gc = last_defs = time.monotonic()
+        engine, checkpoint = self.engine, self.checkpoint
+        assert engine is not None and checkpoint is not None
+        last_defs = time.monotonic()
         stop_wait = asyncio.ensure_future(self._stopping.wait())
-        _young_gc.enter()
+        collector.enter()
         try:
             while not self._stopping.is_set():
-                busy = self.engine is not None and bool(self.engine.backfills)
-                grouping = self.engine is not None and self.engine.group_open
-                fetch = asyncio.ensure_future(consumer.getmany(
-                    timeout_ms=0 if busy else GROUP_POLL_MS if grouping else IDLE_POLL_MS,
-                    max_records=self.settings.batch_max,
-                ))
-                # while batch N is sent and committed (`_finishing`), batch N+1 is fetched; a
-                # finish that ends first is drained at once, so its error surfaces here
-                finishing = {self._finishing} if self._finishing is not None else set()
-                await asyncio.wait({fetch, stop_wait, *finishing},
+                poll_ms = (0 if engine.backfill.plans
+                           else GROUP_POLL_MS if checkpoint.is_open else IDLE_POLL_MS)
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(timeout_ms=poll_ms, max_records=self.settings.batch_max))
+                # while a group flushes and commits, the next batch is fetched; a commit that
+                # ends first is settled at once, so its error surfaces here
+                finishing = checkpoint.finishing
+                await asyncio.wait({fetch, stop_wait, *([finishing] if finishing else [])},
                                    return_when=asyncio.FIRST_COMPLETED)
-                if self._finishing is not None and self._finishing.done():
-                    await self._settle()
+                if finishing is not None and finishing.done():
+                    await checkpoint.settle()
                     await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
                     break
                 batch = fetch.result()
                 async with self.lock:
-                    if batch:
-                        await let_io_run()  # the fetcher asks for the next records first
-                        await self._process(batch)
-                    else:  # caught up: what the backlog left open is committed now
-                        await self._close_open_group()
-                    now = time.monotonic()
-                    if now - last_defs >= DEFINITIONS_POLL_SECONDS:
-                        last_defs = now
+                    await self._turn(batch)
+                    if time.monotonic() - last_defs >= DEFINITIONS_POLL_SECONDS:
+                        last_defs = time.monotonic()
                         await self.refresh_definitions()
-                    if self.engine is not None and self.engine.backfills:
-                        await self.drain()
-                        await self._backfill_steps()
                     await self._commit_kafka()
-                if self._finishing is None:
+                if checkpoint.commits or checkpoint.idle:
                     self.ready.set()
-                gc.freeze()
-                if time.monotonic() - last_gc > GC_FULL_COLLECT_SECONDS:
-                    last_gc = time.monotonic()
-                    gc.unfreeze()
-                    gc.collect()
+                collector.after_batch()
         finally:
-            _young_gc.exit()
+            collector.exit()
             stop_wait.cancel()
-            await self.drain()
+            await checkpoint.drain()
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Prepare the batch and start sending its records at once; its commit goes to
-        `_finishing`, after the previous batch's (commits stay in batch order).
+    async def _turn(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """One batch (or none) and one chunk of each pending backfill, handed over.
 
-        The records do not wait for the previous batches' commits: a crash can re-emit up to
-        three batches' changes instead of one, with the same ids, and loses nothing, since a
-        batch is committed only after its own records were acknowledged.
-
-        Under a backlog (a batch of `commit_group_from` records or more) the batch may leave
-        its commit to a later one: the engine's open commit group grows until it holds
-        `commit_group_max` events or is `COMMIT_GROUP_SECONDS` old, or a smaller batch or an
-        empty fetch closes it. Each customer is then encoded and written once per group, not
-        once per fetch (Tansu returns about one produced batch per partition per fetch).
+        Under a backlog (batches of `commit_group_from` records or more) consecutive batches
+        share one commit group; a smaller batch, an empty poll or a backfill step closes it.
         """
-        assert self.engine is not None
-        owned = self.engine.owned
-        records = [r for tp, rs in batch.items() if tp.partition in owned for r in rs]
-        now = time.monotonic()
-        if self._group_events == 0:
-            self._group_opened = now
-        self._group_events += len(records)
-        close = (len(records) < self.settings.commit_group_from
-                 or self._group_events >= self.settings.commit_group_max
-                 or now - self._group_opened >= COMMIT_GROUP_SECONDS)
-        try:
-            prepared = await self.engine.prepare(records, self.clock(), close=close)
-        except BaseException:  # the engine dropped its open group: nothing of it is committed
-            self._take_group_positions()
-            raise
-        self._group_positions.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()
-                                      if rs and tp.partition in owned})
-        await self._hand_over(prepared, self._take_group_positions() if close else {})
-
-    def _take_group_positions(self) -> dict[TopicPartition, int]:
-        """The Kafka positions the closing commit group covers; the next batch opens a new one."""
-        positions, self._group_positions, self._group_events = self._group_positions, {}, 0
-        return positions
-
-    async def _close_open_group(self) -> None:
-        """Hand over the engine's open commit group, if any, as a batch with no records."""
-        if self.engine is not None and self.engine.group_open:
-            await self._hand_over(self.engine.close_group(), self._take_group_positions())
-
-    async def _hand_over(self, prepared: Prepared, positions: dict[TopicPartition, int]) -> None:
-        """Start sending a prepared batch's records; its commit follows the previous batch's.
-
-        Before the next batch is prepared, the batch two back must be done: its send and commit
-        then overlap a whole batch's CPU work. Waiting for the previous one instead left the
-        processor idle 10-16% of a backlog: a batch's ~16 Kafka batches of records take two
-        produce round trips, and the producer runs them only when the CPU-bound preparation of
-        the next batch lets the event loop turn, so they end just after it.
-        """
-        assert self.engine is not None
-        sending = asyncio.ensure_future(self.engine.send(prepared))
-        try:
-            await let_io_run()  # the produce request leaves before the next batch's CPU work
-            older, self._older = self._older, None
-            if older is not None:
-                await older
-        except BaseException:
-            sending.cancel()
-            raise
-        self._older = previous = self._finishing
-        self._finishing = asyncio.ensure_future(
-            self._finish(prepared, positions, sending, previous))
-
-    async def _finish(self, prepared: Prepared, positions: dict[TopicPartition, int],
-                      sending: asyncio.Future[None], previous: asyncio.Future[None] | None,
-                      ) -> None:
-        assert self.engine is not None
-        try:
-            await sending
-        finally:  # even when the send failed: the chain is awaited whole, no error unseen
-            if previous is not None:
-                await previous  # commits stay in batch order; its error is this batch's too
-        await self.engine.commit(prepared)  # nothing if the batch left its group open
-        self._uncommitted.update(positions)
-        self.ready.set()
-
-    async def _settle(self) -> None:
-        """Wait until every batch being sent and committed is done (the latest waits for the
-        one before it)."""
-        finishing, self._finishing, self._older = self._finishing, None, None
-        if finishing is not None:
-            await finishing
-
-    async def drain(self) -> None:
-        """Commit everything prepared: the batch being sent and committed, then the open commit
-        group (before anything else touches Redis state or the partitions: definitions,
-        backfill, rebalance, shutdown)."""
-        await self._close_open_group()
-        await self._settle()
+        engine, checkpoint = self.engine, self.checkpoint
+        assert engine is not None and checkpoint is not None
+        owned = engine.owned
+        mine = {tp: rs for tp, rs in batch.items() if rs and tp.partition in owned}
+        records = [r for rs in mine.values() for r in rs]
+        close = not records
+        if records:
+            await let_io_run()  # the fetcher asks for the next records first
+            close = checkpoint.begin(len(records))
+            await engine.prepare(records, self.clock(), checkpoint)
+            checkpoint.advance({(tp.topic, tp.partition): rs[-1].offset + 1
+                                for tp, rs in mine.items()})
+        for p in sorted(engine.backfill.plans):
+            plan = engine.backfill.plans[p]
+            flips = await engine.backfill.step(p, self.clock(), self.settings.backfill_chunk,
+                                               checkpoint)
+            close = True
+            if p not in engine.backfill.plans:
+                log.info("partition %d: backfill done, %d customers scanned, %d changes in "
+                         "the last chunk", p, plan.scanned, flips)
+        if records or checkpoint.is_open:
+            await checkpoint.hand_over(close)
 
     async def _commit_kafka(self, force: bool = False) -> None:
         """Tell the group how far we are (for lag); Redis offsets remain the truth.
 
-        The periodic commit runs beside the loop, one at a time: an OffsetCommit answered in
-        20-35 ms by the busy embedded broker held every event behind it. `force` (revocation,
-        shutdown) waits for the one in flight, then commits and waits for that too.
+        The periodic commit runs beside the loop, one at a time: a slow OffsetCommit answer
+        must not hold the events behind it. `force` (revocation, shutdown) waits for the one in
+        flight, then commits and waits for that too.
         """
         in_flight = self._kafka_commit
         if in_flight is not None:
@@ -308,13 +207,16 @@ class Processor:
                 return
             self._kafka_commit = None
             await in_flight  # done, or waited for: surfaces anything but a skipped commit
-        if self._consumer is None or not self._uncommitted:
+        if self.checkpoint is not None:
+            self._to_report.update({TopicPartition(*tp): o for tp, o
+                                    in self.checkpoint.take_committed().items()})
+        if self._consumer is None or not self._to_report:
             return
-        if not force and time.monotonic() - self._last_commit < KAFKA_COMMIT_SECONDS:
+        if not force and time.monotonic() - self._last_kafka_commit < KAFKA_COMMIT_SECONDS:
             return
-        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self._uncommitted.items()}
-        self._uncommitted = {}
-        self._last_commit = time.monotonic()
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self._to_report.items()}
+        self._to_report = {}
+        self._last_kafka_commit = time.monotonic()
         commit = asyncio.ensure_future(_commit_offsets(self._consumer, offsets))
         if force:
             await commit
@@ -323,41 +225,31 @@ class Processor:
 
     async def refresh_definitions(self) -> None:
         """Reload definitions when their revision moved, and backfill owned partitions."""
-        assert self.engine is not None
+        assert self.engine is not None and self.checkpoint is not None
         if await self.definition_store.revision() == self.engine.definitions.revision:
             return
-        await self.drain()
+        await self.checkpoint.drain()
         self.engine.set_definitions(await self.definition_store.load())
         log.info("segment definitions now at revision %d", self.engine.definitions.revision)
         for p in sorted(self.engine.owned):
-            await self._start_backfill(p)
+            await self._plan_backfill(p)
 
-    async def _start_backfill(self, partition: int) -> None:
-        assert self.engine is not None
-        if await self.engine.start_reconcile(partition):
+    async def _plan_backfill(self, partition: int) -> None:
+        assert self.engine is not None and self.checkpoint is not None
+        if await self.engine.backfill.plan(partition, self.checkpoint):
             log.info("partition %d: backfilling for definitions %s", partition,
                      self.engine.definitions.fingerprint() or "(none)")
 
-    async def _backfill_steps(self) -> None:
-        """One chunk of each pending backfill, between live batches."""
-        assert self.engine is not None
-        for p in sorted(self.engine.backfills):
-            plan = self.engine.backfills[p]
-            flips = await self.engine.reconcile_step(p, self.clock(), self.settings.backfill_chunk)
-            if p not in self.engine.backfills:
-                log.info("partition %d: backfill done, %d customers scanned, %d changes in "
-                         "the last chunk", p, plan.scanned, flips)
-
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        assert self.engine is not None
-        await self.drain()
+        assert self.engine is not None and self.checkpoint is not None
+        await self.checkpoint.drain()
         assert self.settings.kafka_bootstrap is not None
         by_partition: dict[int, list[TopicPartition]] = {}
         for tp in assigned:
             by_partition.setdefault(tp.partition, []).append(tp)
         stored_offsets = {p: await self.store.load_offsets(p) for p in sorted(by_partition)}
-        # The broker is asked for its ends (a throwaway consumer's fetch, ~0.1 s) only where an
-        # offset is stored to compare: not on a first start.
+        # The broker is asked for its ends (a throwaway consumer's fetch) only where an offset
+        # is stored to compare: not on a first start.
         ends = await high_watermarks(self.settings.kafka_bootstrap, [
             tp for tp in assigned if stored_offsets[tp.partition].get(_field(tp), 0) > 0
         ])
@@ -376,18 +268,20 @@ class Processor:
                 # the earliest (auto_offset_reset); seek_to_beginning would wait per partition
                 consumer.seek(tp, stored.get(_field(tp), 0))
             self.engine.own(p)
-            await self._start_backfill(p)
+            await self._plan_backfill(p)
         log.info("assigned partitions %s", sorted(by_partition))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if self.engine is None:
+        if self.engine is None or self.checkpoint is None:
             return
-        await self.drain()
+        await self.checkpoint.drain()
         await self._commit_kafka(force=True)
-        self.engine.release({tp.partition for tp in revoked})
-        self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp not in revoked}
+        partitions = {tp.partition for tp in revoked}
+        self.engine.release(partitions)
+        self.checkpoint.release(partitions)
+        self._to_report = {tp: o for tp, o in self._to_report.items() if tp not in revoked}
         if revoked:
-            log.info("revoked partitions %s", sorted({tp.partition for tp in revoked}))
+            log.info("revoked partitions %s", sorted(partitions))
 
     async def _check_cluster(self, bootstrap: str, partitions: int) -> None:
         """Detect a broker that is not the one our Redis state came from, and start afresh."""
@@ -408,12 +302,21 @@ class Processor:
 
     async def _wipe(self, partition: int) -> None:
         await self.store.wipe_partition(partition)
-        if self.engine is not None and partition in self.engine.owned:
-            self.engine.owned[partition].cache.clear()
+        if self.engine is not None:
+            self.engine.cache.forget([partition])
 
 
 def _field(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
+
+
+def _log_totals(engine: Engine, checkpoint: Checkpoint) -> None:
+    stats = engine.stats
+    log.info("stopped: %d events in %d batches (%.0f per batch) and %d commits, %d applied, "
+             "%d repeated, %d dead letters, %d forwarded, %d added, %d removed",
+             stats.events, stats.batches, stats.events / max(1, stats.batches),
+             checkpoint.commits, stats.applied, stats.duplicates, stats.dead_letters,
+             stats.forwarded, stats.added, stats.removed)
 
 
 async def _commit_offsets(consumer: AIOKafkaConsumer,
@@ -422,30 +325,6 @@ async def _commit_offsets(consumer: AIOKafkaConsumer,
         await consumer.commit(offsets)
     except (CommitFailedError, KafkaError) as exc:
         log.info("kafka offset commit skipped (%s); Redis holds the applied offsets", exc)
-
-
-class _YoungThreshold:
-    """`GC_YOUNG_THRESHOLD` while any processor loop of this process runs; CPython's own
-    thresholds again once the last one stops (tests and `segstream up` run several roles, and
-    sometimes several processors, in one process)."""
-
-    def __init__(self) -> None:
-        self._loops = 0
-        self._saved = gc.get_threshold()
-
-    def enter(self) -> None:
-        if self._loops == 0:
-            self._saved = gc.get_threshold()
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *self._saved[1:])
-        self._loops += 1
-
-    def exit(self) -> None:
-        self._loops -= 1
-        if self._loops == 0:
-            gc.set_threshold(*self._saved)
-
-
-_young_gc = _YoungThreshold()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

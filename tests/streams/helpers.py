@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,9 @@ from redis.asyncio import Redis
 
 from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state, encode_state, new_state
+from streams.broker.partitioning import owner_partition
 from streams.broker.topics import TopicNames, ensure_topics, partition_counts
+from streams.engine.checkpoint import Checkpoint, GroupPolicy
 from streams.engine.engine import Engine
 from streams.engine.output import BatchProducer
 from streams.engine.processor import Processor
@@ -207,11 +210,93 @@ async def seed_member(redis: Redis, key_prefix: str, partition: int, slot: int, 
     await store.commit(partition, write)
 
 
+@dataclass
+class Rec:
+    """A consumed record, as the engine reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def records(settings: Settings, events: list[dict[str, Any]],
+            offsets: dict[tuple[str, int], int]) -> list[Rec]:
+    """Consumed records of `events`, each on its type's topic at its owner partition, at the
+    next offset of that topic-partition in `offsets` (which moves on)."""
+    topics = TopicNames(settings.topic_prefix)
+    out = []
+    for e in events:
+        topic = getattr(topics, TOPIC_OF_TYPE[e["type"]])
+        tp = (topic, owner_partition(e["customer_id"], settings.partitions))
+        at = offsets.get(tp, 0)
+        out.append(Rec(topic, tp[1], at, e["customer_id"].encode(), orjson.dumps(e)))
+        offsets[tp] = at + 1
+    return out
+
+
+class GatedStore(StateStore):
+    """The real store, whose commits wait while `gate` is clear (commits held in flight)."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        super().__init__(redis, prefix)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def commit_many(self, writes: Mapping[int, PartitionWrite]) -> None:
+        await self.gate.wait()
+        await super().commit_many(writes)
+
+
+@dataclass
+class EngineRig:
+    """An engine and its checkpoint owning every partition, driven step by step as the
+    processor drives them, for tests that need to stop between the steps."""
+
+    engine: Engine
+    checkpoint: Checkpoint
+    store: GatedStore
+
+    async def apply(self, batch: list[Rec], now_ms: int) -> None:
+        """Prepare a batch into the open group; its records wait in the output."""
+        await self.engine.prepare(batch, now_ms, self.checkpoint)
+        positions: dict[tuple[str, int], int] = {}
+        for r in batch:
+            positions[(r.topic, r.partition)] = r.offset + 1
+        self.checkpoint.advance(positions)
+
+    async def batch(self, batch: list[Rec], now_ms: int, close: bool = True) -> None:
+        """Apply, then hand over: the records are sent, and with `close` the group's commit
+        is queued (it runs in the background)."""
+        await self.apply(batch, now_ms)
+        await self.checkpoint.hand_over(close)
+
+    async def process(self, batch: list[Rec], now_ms: int) -> None:
+        """One batch, sent and committed."""
+        await self.batch(batch, now_ms, close=True)
+        await self.checkpoint.settle()
+
+    async def plan_backfills(self) -> set[int]:
+        """Plan a backfill of every partition (marks committed); the partitions planned."""
+        planned = {p for p in sorted(self.engine.owned)
+                   if await self.engine.backfill.plan(p, self.checkpoint)}
+        await self.checkpoint.drain()
+        return planned
+
+    async def backfill_step(self, partition: int, now_ms: int, chunk: int = 2000) -> int:
+        """One backfill step of `partition`, sent and committed; the changes it emitted."""
+        flips = await self.engine.backfill.step(partition, now_ms, chunk, self.checkpoint)
+        await self.checkpoint.drain()
+        return flips
+
+
 @contextlib.asynccontextmanager
-async def engine_on(settings: Settings, redis: Redis, cache_size: int = 200_000
-                    ) -> AsyncIterator[Engine]:
-    """An engine owning every partition, with the current definitions and a real producer
-    (for tests that drive its steps themselves instead of running a processor)."""
+async def engine_on(settings: Settings, redis: Redis, cache_size: int = 200_000,
+                    policy: GroupPolicy | None = None) -> AsyncIterator[EngineRig]:
+    """An engine owning every partition, with the current definitions, a real producer and a
+    checkpoint (for tests that drive the steps themselves instead of running a processor)."""
     topics = TopicNames(settings.topic_prefix)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
@@ -219,12 +304,24 @@ async def engine_on(settings: Settings, redis: Redis, cache_size: int = 200_000
         output = BatchProducer(producer)
         for topic in (topics.membership, topics.dlq, topics.repartition):
             await output.partitions_of(topic)
-        engine = Engine(StateStore(redis, settings.key_prefix), output, topics,
-                        settings.partitions,
+        store = GatedStore(redis, settings.key_prefix)
+        engine = Engine(store, output, topics, settings.partitions,
                         await DefinitionStore(redis, settings.key_prefix).load(),
                         cache_size=cache_size)
         for p in range(settings.partitions):
             engine.own(p)
-        yield engine
+        yield EngineRig(engine, Checkpoint(store, output, policy or GroupPolicy()), store)
     finally:
         await producer.stop()
+
+
+BIG_SPENDERS = {"name": "Big spenders", "groups": [{"conditions": [
+    {"field": "total_spent", "op": "gte", "value": 100}]}]}
+
+
+def order(customer_id: str, n: int, total: str, products: list[str] | None = None
+          ) -> dict[str, Any]:
+    items = [{"product_id": p, "category": "c", "quantity": 1, "price": total}
+             for p in (products or [])]
+    return event("order.placed", customer_id, f"{customer_id}-o{n}",
+                 {"order_id": f"{customer_id}-order-{n}", "total": total, "products": items})

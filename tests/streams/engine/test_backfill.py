@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
-import orjson
 from redis.asyncio import Redis
 
-from segments.events import TOPIC_OF_TYPE
 from streams.broker.partitioning import owner_partition
 from streams.broker.topics import TopicNames
 from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
-from tests.streams.engine.test_processor import BIG_SPENDERS, order
-from tests.streams.helpers import changes, create_topics, engine_on, members, read_topic
-
-
-@dataclass
-class Rec:
-    """A consumed record, as the engine reads it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def records(settings: Settings, events: list[dict], offsets: dict[tuple[str, int], int]
-            ) -> list[Rec]:
-    """Consumed records of `events`, each on its type's topic at its owner partition, at the
-    next offset of that topic-partition in `offsets` (which moves on)."""
-    topics = TopicNames(settings.topic_prefix)
-    out = []
-    for e in events:
-        topic = getattr(topics, TOPIC_OF_TYPE[e["type"]])
-        tp = (topic, owner_partition(e["customer_id"], settings.partitions))
-        at = offsets.get(tp, 0)
-        out.append(Rec(topic, tp[1], at, e["customer_id"].encode(), orjson.dumps(e)))
-        offsets[tp] = at + 1
-    return out
+from tests.streams.helpers import (
+    BIG_SPENDERS,
+    changes,
+    create_topics,
+    engine_on,
+    event,
+    members,
+    order,
+    read_topic,
+    records,
+    state_of,
+)
 
 
 async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_twice(
@@ -50,24 +30,25 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
     await create_topics(settings)
     topics = TopicNames(settings.topic_prefix)
     definitions = DefinitionStore(redis_client, settings.key_prefix)
-    async with engine_on(settings, redis_client) as engine:
+    async with engine_on(settings, redis_client) as rig:
+        engine = rig.engine
         customers = [f"c-live{n}" for n in range(200)]
         offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
-        await engine.process(records(settings, [order(c, 1, "90") for c in customers], offsets),
-                             now)
+        await rig.process(records(settings, [order(c, 1, "90") for c in customers], offsets),
+                          now)
         await definitions.put("big", BIG_SPENDERS)  # nobody qualifies yet
         engine.set_definitions(await definitions.load())
+        assert await rig.plan_backfills() == set(range(settings.partitions))
         for p in range(settings.partitions):
-            assert await engine.start_reconcile(p)
-            await engine.reconcile_step(p, now, chunk=10)  # part of each partition scanned
-        assert all(plan.cursor != 0 for plan in engine.backfills.values())
+            await rig.backfill_step(p, now, chunk=10)  # part of each partition scanned
+        assert all(plan.cursor != 0 for plan in engine.backfill.plans.values())
         live = [order(c, 2, "20") for c in customers[::2]]  # half of them cross the line
-        await engine.process(records(settings, live, offsets), now)
+        await rig.process(records(settings, live, offsets), now)
         assert engine.stats.applied_during_backfill == len(live)
-        while engine.backfills:
-            for p in list(engine.backfills):
-                await engine.reconcile_step(p, now, chunk=10)
+        while engine.backfill.plans:
+            for p in list(engine.backfill.plans):
+                await rig.backfill_step(p, now, chunk=10)
         membership = await read_topic(settings, topics.membership, len(live))
     per_customer: dict[str, list[tuple[str, str]]] = {}
     for c in changes(membership):
@@ -76,7 +57,7 @@ async def test_live_events_between_backfill_steps_are_neither_lost_nor_emitted_t
     assert await members(settings, redis_client, "big") == set(customers[::2])
 
 
-async def test_a_partition_without_stored_customers_is_marked_reconciled_without_a_backfill(
+async def test_a_partition_without_stored_customers_is_marked_backfilled_without_a_backfill(
     settings: Settings, redis_client: Redis
 ):
     """A first start with segments already defined: the empty partitions plan no backfill
@@ -84,22 +65,59 @@ async def test_a_partition_without_stored_customers_is_marked_reconciled_without
     match at once; a partition holding customers still backfills them."""
     await create_topics(settings)
     definitions = DefinitionStore(redis_client, settings.key_prefix)
-    async with engine_on(settings, redis_client) as engine:
+    async with engine_on(settings, redis_client) as rig:
+        engine = rig.engine
         now = int(time.time() * 1000)
         customer = "c-only"
         held = owner_partition(customer, settings.partitions)
-        await engine.process(records(settings, [order(customer, 1, "150")], {}), now)
+        await rig.process(records(settings, [order(customer, 1, "150")], {}), now)
         await definitions.put("big", BIG_SPENDERS)
         engine.set_definitions(await definitions.load())
         fingerprint = engine.definitions.fingerprint()
-        planned = {p for p in range(settings.partitions) if await engine.start_reconcile(p)}
-        assert planned == {held}
-        assert set(engine.backfills) == {held}
-        reconciled = await engine.store.reconciled(settings.partitions)
+        assert await rig.plan_backfills() == {held}
+        assert set(engine.backfill.plans) == {held}
+        reconciled = await rig.store.reconciled(settings.partitions)
         assert [p for p in range(settings.partitions) if reconciled[p] == {fingerprint}] == [
             p for p in range(settings.partitions) if p != held]
-        while engine.backfills:
-            await engine.reconcile_step(held, now)
+        while engine.backfill.plans:
+            await rig.backfill_step(held, now)
         assert await members(settings, redis_client, "big") == {customer}
-        assert await engine.store.reconciled(settings.partitions) == [
+        assert await rig.store.reconciled(settings.partitions) == [
             frozenset({fingerprint})] * settings.partitions
+
+
+async def test_a_backfill_step_inside_an_open_group_sees_its_uncommitted_changes(
+    settings: Settings, redis_client: Redis
+):
+    """A backfill step shares the open commit group with live batches: a customer deleted in
+    that group, not committed yet, is not brought back from the stored state, and a customer
+    the step loads from Redis and flips is the one the next live event changes."""
+    await create_topics(settings)
+    topics = TopicNames(settings.topic_prefix)
+    definitions = DefinitionStore(redis_client, settings.key_prefix)
+    async with engine_on(settings, redis_client) as rig:
+        engine = rig.engine
+        offsets: dict[tuple[str, int], int] = {}
+        now = int(time.time() * 1000)
+        await rig.process(records(settings, [
+            order("c-gone", 1, "150"), order("c-late", 1, "150"), order("c-small", 1, "90"),
+        ], offsets), now)
+        engine.cache.forget(engine.owned)  # the backfill reads these from Redis
+        await definitions.put("big", BIG_SPENDERS)
+        engine.set_definitions(await definitions.load())
+        planned = await rig.plan_backfills()
+        deleted = event("customer.deleted", "c-gone", "c-gone-deleted")
+        await rig.apply(records(settings, [deleted], offsets), now + 1)
+        for p in planned:
+            await engine.backfill.step(p, now + 2, 2000, rig.checkpoint)
+        await rig.apply(records(settings, [order("c-late", 2, "10")], offsets), now + 3)
+        await rig.checkpoint.drain()
+        assert not engine.backfill.plans
+
+    assert await members(settings, redis_client, "big") == {"c-late"}
+    assert await state_of(settings, redis_client, "c-gone") is None
+    late = await state_of(settings, redis_client, "c-late")
+    assert (late.order_count, late.total_spent) == (2, 160 * 10_000)
+    sent = changes(await read_topic(settings, topics.membership, 1))
+    assert [(c["customer_id"], c["type"], c["reason"]) for c in sent] == [
+        ("c-late", "segment.member_added", "backfill")]

@@ -22,16 +22,17 @@ from streams.broker.topics import TopicNames
 from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
 from streams.storage.state import StateStore
-from tests.streams.engine.test_backfill import records
-from tests.streams.engine.test_processor import BIG_SPENDERS, order
 from tests.streams.helpers import (
+    BIG_SPENDERS,
     changes,
     create_topics,
     engine_on,
     event,
     members,
+    order,
     produce,
     read_topic,
+    records,
     running_processor,
     wait_for,
 )
@@ -71,12 +72,13 @@ async def test_a_group_reaches_redis_only_with_the_batch_that_closes_it(
     first = customers[0]
     offsets: dict[tuple[str, int], int] = {}
     now = int(time.time() * 1000)
-    async with engine_on(settings, redis_client) as engine:
-        for n, close in ((1, False), (2, False)):
+    async with engine_on(settings, redis_client) as rig:
+        for n in (1, 2):
             batch = records(settings, [order(c, n, "60") for c in customers], offsets)
-            await engine.finish(await engine.prepare(batch, now + n, close=close))
+            await rig.batch(batch, now + n, close=False)
+        await rig.checkpoint.settle()
         # two batches applied and their records sent; Redis has none of it yet
-        assert engine.group_open
+        assert rig.checkpoint.is_open
         assert await store.load_states(owner_partition(first, settings.partitions),
                                        [first]) == [None]
         assert await members(settings, redis_client, "big") == set()
@@ -84,9 +86,9 @@ async def test_a_group_reaches_redis_only_with_the_batch_that_closes_it(
         assert {c["customer_id"] for c in sent} == set(customers)
 
         batch = records(settings, [order(c, 3, "60") for c in customers], offsets)
-        await engine.finish(await engine.prepare(batch, now + 3))  # closes the group
-        assert not engine.group_open
-        assert (engine.stats.batches, engine.stats.commits) == (3, 1)
+        await rig.process(batch, now + 3)  # closes the group
+        assert not rig.checkpoint.is_open
+        assert (rig.engine.stats.batches, rig.checkpoint.commits) == (3, 1)
 
     for customer_id in customers:
         [blob] = await store.load_states(owner_partition(customer_id, settings.partitions),
@@ -105,27 +107,26 @@ async def test_a_batch_that_fails_drops_its_open_group_and_the_replay_is_exact(
     store = StateStore(redis_client, settings.key_prefix)
     customers = [f"c-fail{n}" for n in range(20)]
     now = int(time.time() * 1000)
-    async with engine_on(settings, redis_client) as engine:
+    async with engine_on(settings, redis_client) as rig:
         offsets: dict[tuple[str, int], int] = {}
         first = records(settings, [order(c, 1, "10") for c in customers], offsets)
         second = records(settings, [order(c, 2, "10") for c in customers], offsets)
-        await engine.finish(await engine.prepare(first, now, close=False))
+        await rig.batch(first, now, close=False)
+        await rig.checkpoint.settle()
 
         async def redis_gone(*_: Any) -> Any:
             raise ConnectionError("Redis went away")
 
-        monkeypatch.setattr(engine.store, "load_states", redis_gone)
-        engine._evict = lambda *_: None  # type: ignore[method-assign]  # keep nothing cached:
-        for owned in engine.owned.values():  # the next batch must load from Redis
-            owned.cache.clear()
+        monkeypatch.setattr(rig.store, "load_states", redis_gone)
+        rig.engine.cache.forget(rig.engine.owned)  # the next batch must load from Redis
         with pytest.raises(ConnectionError):
-            await engine.prepare(second, now + 1, close=True)
-        assert not engine.group_open  # dropped: it would commit offsets past unapplied events
+            await rig.apply(second, now + 1)
+        assert not rig.checkpoint.is_open  # dropped: it would commit offsets past unapplied events
         monkeypatch.undo()
 
         # the processor replays both batches from the offsets in Redis (none): each once
-        await engine.process(first, now + 2)
-        await engine.process(second, now + 3)
+        await rig.process(first, now + 2)
+        await rig.process(second, now + 3)
     for customer_id in customers:
         [blob] = await store.load_states(owner_partition(customer_id, settings.partitions),
                                          [customer_id])
@@ -181,15 +182,14 @@ async def test_grouped_commits_leave_redis_and_the_topic_as_batch_commits_do(
         await definitions.put("big", BIG_SPENDERS)
         await definitions.put("repeat", REPEAT_BUYERS)
         offsets: dict[tuple[str, int], int] = {}
-        async with engine_on(run_settings, redis_client, cache_size=4) as engine:
+        async with engine_on(run_settings, redis_client, cache_size=4) as rig:
             if grouping:  # and the event loop turns within batches, as in large ones
-                engine.apply_chunk = 2
+                rig.engine.apply_chunk = 2
             for n, (chunk, close) in enumerate(batches):
                 batch = records(run_settings, chunk, offsets)
-                await engine.finish(await engine.prepare(batch, now + n,
-                                                         close=close or not grouping))
-            await engine.finish(engine.close_group())
-            sent = engine.stats.added + engine.stats.removed
+                await rig.batch(batch, now + n, close=close or not grouping)
+            await rig.checkpoint.drain()
+            sent = rig.engine.stats.added + rig.engine.stats.removed
         topic = TopicNames(run_settings.topic_prefix).membership
         records_sent = changes(await read_topic(run_settings, topic, sent)) if sent else []
         outcomes.append((await _redis_content(redis_client, run_settings),

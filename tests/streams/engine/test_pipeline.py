@@ -18,16 +18,17 @@ from streams.settings import Settings
 from streams.storage.client import redis_client as redis_client_for
 from streams.storage.definitions import DefinitionStore
 from streams.storage.state import StateStore
-from tests.streams.engine.test_backfill import records
-from tests.streams.engine.test_processor import BIG_SPENDERS, order
 from tests.streams.helpers import (
+    BIG_SPENDERS,
     changes,
     create_topics,
     engine_on,
     members,
+    order,
     owns_partitions,
     produce,
     read_topic,
+    records,
     running_processor,
     state_of,
     wait_for,
@@ -42,19 +43,17 @@ async def test_next_batch_prepared_before_the_last_commit_sees_the_uncommitted_s
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
     store = StateStore(redis_client, settings.key_prefix)
     # a cache far too small for a batch: every prepare wants to evict
-    async with engine_on(settings, redis_client, cache_size=settings.partitions) as engine:
+    async with engine_on(settings, redis_client, cache_size=settings.partitions) as rig:
         customers = [f"c-pipe{n}" for n in range(40)]
         offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
-        first = await engine.prepare(
-            records(settings, [order(c, 1, "300") for c in customers], offsets), now)
+        await rig.apply(records(settings, [order(c, 1, "300") for c in customers], offsets), now)
         # batch 2 is prepared while batch 1 is neither sent nor committed
-        second = await engine.prepare(
+        await rig.apply(
             records(settings, [order(c, 2, "300") for c in customers], offsets), now + 1)
         assert await store.load_states(owner_partition(customers[0], settings.partitions),
                                        [customers[0]]) == [None]
-        await engine.finish(first)
-        await engine.finish(second)
+        await rig.checkpoint.drain()
 
     for customer_id in customers:
         p = owner_partition(customer_id, settings.partitions)
@@ -77,24 +76,23 @@ async def test_a_batch_prepared_two_commits_ahead_sees_the_states_of_both(
     await create_topics(settings)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
     store = StateStore(redis_client, settings.key_prefix)
-    async with engine_on(settings, redis_client, cache_size=settings.partitions) as engine:
+    async with engine_on(settings, redis_client, cache_size=settings.partitions) as rig:
         early = [f"c-early{n}" for n in range(30)]
         other = [f"c-other{n}" for n in range(30)]
         offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
-        batches = [[order(c, 1, "300") for c in early], [order(c, 1, "300") for c in other],
-                   [order(c, 2, "300") for c in early]]
-        prepared = []
-        for n, events in enumerate(batches):
-            prepared.append(await engine.prepare(records(settings, events, offsets), now + n))
-        assert engine.uncommitted == 3
-        for batch in prepared:
-            await engine.finish(batch)
-        assert engine.uncommitted == 0
+        rig.store.gate.clear()  # the commits of the first two batches wait
+        await rig.batch(records(settings, [order(c, 1, "300") for c in early], offsets), now)
+        await rig.batch(records(settings, [order(c, 1, "300") for c in other], offsets), now + 1)
+        await rig.apply(records(settings, [order(c, 2, "300") for c in early], offsets), now + 2)
+        assert await store.load_states(owner_partition(early[0], settings.partitions),
+                                       [early[0]]) == [None]
+        rig.store.gate.set()
+        await rig.checkpoint.drain()
+        assert rig.checkpoint.idle
         # with nothing left to commit, the next batch trims every cache to its share (one)
-        await engine.finish(await engine.prepare(
-            records(settings, [order("c-late", 1, "300")], offsets), now + len(batches)))
-        assert [len(owned.cache) for owned in engine.owned.values()] == [1] * settings.partitions
+        await rig.process(records(settings, [order("c-late", 1, "300")], offsets), now + 3)
+        assert [len(c) for c in rig.engine.cache.partitions.values()] == [1] * settings.partitions
 
     for customer_id in early:
         [blob] = await store.load_states(owner_partition(customer_id, settings.partitions),
@@ -114,20 +112,19 @@ async def test_a_batch_is_sent_while_a_large_one_after_it_is_prepared(
     await create_topics(settings)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
     customers = [f"c-turn{n}" for n in range(20)]
-    async with engine_on(settings, redis_client) as engine:
-        engine.apply_chunk = 200
+    async with engine_on(settings, redis_client) as rig:
+        rig.engine.apply_chunk = 200
         offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
-        first = await engine.prepare(
-            records(settings, [order(c, 0, "300") for c in customers], offsets), now)
-        sending = asyncio.ensure_future(engine.send(first))
+        await rig.batch(records(settings, [order(c, 0, "300") for c in customers], offsets), now,
+                        close=False)
+        sending = rig.checkpoint.finishing
+        assert sending is not None and not sending.done()
         # the customers are cached: preparing the large batch awaits no I/O of its own
         large = [order(c, n, "10") for n in range(1, 401) for c in customers]
-        second = await engine.prepare(records(settings, large, offsets), now + 1)
+        await rig.apply(records(settings, large, offsets), now + 1)
         assert sending.done(), "the first batch's records were not sent during the second's"
-        await sending
-        await engine.commit(first)
-        await engine.finish(second)
+        await rig.checkpoint.drain()
     assert await members(settings, redis_client, "big") == set(customers)
     state = await state_of(settings, redis_client, customers[0])
     assert state.order_count == 401

@@ -12,16 +12,18 @@ from redis.asyncio import Redis
 
 from streams.broker.partitioning import owner_partition
 from streams.broker.topics import TopicNames, high_watermarks
-from streams.engine.processor import GC_YOUNG_THRESHOLD, _YoungThreshold
+from streams.engine.collector import YOUNG_THRESHOLD, Collector
 from streams.ops.lag import consumer_lag, groups_and_topics
 from streams.settings import Settings
 from streams.storage.state import PartitionKeys
 from tests.streams.helpers import (
+    BIG_SPENDERS,
     changes,
     create_topics,
     define,
     event,
     members,
+    order,
     produce,
     read_topic,
     running_processor,
@@ -29,18 +31,9 @@ from tests.streams.helpers import (
     wait_for,
 )
 
-BIG_SPENDERS = {"name": "Big spenders", "groups": [{"conditions": [
-    {"field": "total_spent", "op": "gte", "value": 100}]}]}
 US_GOLD = {"name": "US gold", "groups": [{"conditions": [
     {"field": "billing_country", "op": "eq", "value": "US"},
     {"field": "products_purchased", "op": "includes_any", "value": ["p-gold"]}]}]}
-
-
-def order(customer_id: str, n: int, total: str, products: list[str] | None = None) -> dict:
-    items = [{"product_id": p, "category": "c", "quantity": 1, "price": total}
-             for p in (products or [])]
-    return event("order.placed", customer_id, f"{customer_id}-o{n}",
-                 {"order_id": f"{customer_id}-order-{n}", "total": total, "products": items})
 
 
 async def test_events_become_state_and_membership_changes(settings: Settings, redis_client: Redis):
@@ -50,7 +43,7 @@ async def test_events_become_state_and_membership_changes(settings: Settings, re
     topics = TopicNames(settings.topic_prefix)
     thresholds = gc.get_threshold()
     async with running_processor(settings, redis_client):
-        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # young collections are rarer
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # young collections are rarer
         await produce(settings, [
             event("customer.created", "c-1", "e1", {"email": "A@Example.com",
                                                      "billing": {"country": "US"}}),
@@ -82,13 +75,13 @@ async def test_events_become_state_and_membership_changes(settings: Settings, re
 
 def test_the_collector_threshold_is_restored_when_the_last_of_several_loops_stops():
     saved = gc.get_threshold()
-    young = _YoungThreshold()
+    young = Collector()
     try:
         gc.set_threshold(900, 11, 12)
         young.enter()
         young.enter()  # a second processor in the same process (tests, `segstream up`)
         young.exit()
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 11, 12)  # one loop still runs
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)  # one loop still runs
         young.exit()
         assert gc.get_threshold() == (900, 11, 12)
     finally:

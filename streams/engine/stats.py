@@ -1,0 +1,22 @@
+"""What the engine has done since it started: counters shown by the demo and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineStats:
+    """Monotonic counters of one processor's engine."""
+
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    forwarded: int = 0
+    added: int = 0
+    removed: int = 0
+    batches: int = 0
+    backfilled: int = 0
+    """Membership changes emitted by backfills."""
+    applied_during_backfill: int = 0

@@ -78,7 +78,7 @@ async def build_states(redis: Redis, prefix: str, customers: int, partitions: in
             chunk = {}
             print(f"  built {n + 1:,} states", flush=True)
     async with redis.pipeline(transaction=False) as pipe:
-        for p in range(partitions):  # "reconciled with no definitions": nothing to backfill yet
+        for p in range(partitions):  # "backfilled with no definitions": nothing to backfill yet
             pipe.hset(PartitionKeys(prefix, p).meta, mapping={"definitions": ""})
         await pipe.execute()
 
@@ -94,7 +94,7 @@ async def services(run_dir: Path) -> AsyncIterator[tuple[str, str]]:
         yield svc.kafka_bootstrap, svc.redis_url
 
 
-async def reconciled(redis: Redis, prefix: str, partitions: int, mark: str) -> int:
+async def backfilled(redis: Redis, prefix: str, partitions: int, mark: str) -> int:
     done = 0
     for p in range(partitions):
         meta = cast(bytes | None, await redis.hget(PartitionKeys(prefix, p).meta, "definitions"))
@@ -177,7 +177,7 @@ async def measure(
     started = time.monotonic()
     definition = await DefinitionStore(redis, prefix).put("bench-big-us", SEGMENT)
     mark = f"{definition.id}@{definition.version}"
-    while await reconciled(redis, prefix, args.partitions, mark) < args.partitions:  # noqa: ASYNC110
+    while await backfilled(redis, prefix, args.partitions, mark) < args.partitions:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     seconds = time.monotonic() - started
     applied_live = await applied_offsets(redis, prefix, args.partitions) - offsets_before

@@ -221,9 +221,10 @@ def _metrics(
         assert settings.kafka_bootstrap
         groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
         text = prometheus_lag(await consumer_lag(settings.kafka_bootstrap, groups))
-        engine = processor.engine
-        if engine is not None:
-            for name, value in vars(engine.stats).items():
+        engine, checkpoint = processor.engine, processor.checkpoint
+        if engine is not None and checkpoint is not None:
+            counters = {**vars(engine.stats), "commits": checkpoint.commits}
+            for name, value in counters.items():
                 text += f"# TYPE segstream_{name}_total counter\nsegstream_{name}_total {value}\n"
         for name, value in sync.as_dict().items():
             text += f"# TYPE segstream_sync_{name}_total counter\n"

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -16,15 +15,12 @@ from fastapi import Depends, Request
 
 from segments.evaluator import SegmentIndex
 from streams.broker.topics import TopicNames
+from streams.clock import wall_clock_ms
 from streams.ops.http import HealthChecks, MetricsSource
 from streams.settings import Settings
 from streams.storage.definitions import DefinitionSet, DefinitionStore
 from streams.storage.profiles import ProfileStore
 from streams.storage.state import StateStore
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass

@@ -76,10 +76,10 @@ async def member_page(
 
 
 async def progress(states: StateStore, partitions: int, definition: SegmentDefinition) -> float:
-    """Share of partitions that have reconciled this version of the segment."""
+    """Share of partitions that have backfilled this version of the segment."""
     entry = f"{definition.id}@{definition.version}"
-    reconciled = await states.reconciled(partitions)
-    return sum(1 for done in reconciled if entry in done) / partitions
+    backfilled = await states.backfilled(partitions)
+    return sum(1 for done in backfilled if entry in done) / partitions
 
 
 @dataclass(frozen=True)

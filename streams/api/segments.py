@@ -55,10 +55,10 @@ async def create_segment(deps: Deps, body: SegmentIn) -> dict[str, Any]:
 async def list_segments(deps: Deps) -> dict[str, Any]:
     live = sorted((await deps.definitions.load()).live.values(), key=lambda d: d.id)
     counts = await deps.states.member_counts(deps.partitions, [d.id for d in live])
-    reconciled = await deps.states.reconciled(deps.partitions)
+    backfilled = await deps.states.backfilled(deps.partitions)
     segments = []
     for d in live:
-        done = sum(1 for r in reconciled if f"{d.id}@{d.version}" in r) / deps.partitions
+        done = sum(1 for r in backfilled if f"{d.id}@{d.version}" in r) / deps.partitions
         segments.append(_render(d, counts[d.id], done))
     return {"segments": segments}
 

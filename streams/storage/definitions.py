@@ -119,7 +119,7 @@ class DefinitionStore:
         """A replaced segment keeps its slot; a re-created id takes back its deleted slot.
 
         Re-creation continues the version count, so `id@version` never names two definitions
-        (partitions record what they reconciled by it), and the old bits and counts mean
+        (partitions record what they backfilled to by it), and the old bits and counts mean
         the same segment again: the backfill emits only the difference.
         """
         if old is not None:

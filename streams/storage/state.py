@@ -278,8 +278,9 @@ class StateStore:
                     missing.append(customer_id)
         return SegmentEmails(emails, missing)
 
-    async def reconciled(self, partitions: int) -> list[frozenset[str]]:
-        """Per partition, the `id@version` entries of the definitions it has fully reconciled."""
+    async def backfilled(self, partitions: int) -> list[frozenset[str]]:
+        """Per partition, the `id@version` entries of the definitions its memberships match
+        (its backfill to them is done)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(partitions):
                 pipe.hget(self.keys(p).meta, "definitions")

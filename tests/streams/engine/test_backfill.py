@@ -76,13 +76,13 @@ async def test_a_partition_without_stored_customers_is_marked_backfilled_without
         fingerprint = engine.definitions.fingerprint()
         assert await rig.plan_backfills() == {held}
         assert set(engine.backfill.plans) == {held}
-        reconciled = await rig.store.reconciled(settings.partitions)
-        assert [p for p in range(settings.partitions) if reconciled[p] == {fingerprint}] == [
+        backfilled = await rig.store.backfilled(settings.partitions)
+        assert [p for p in range(settings.partitions) if backfilled[p] == {fingerprint}] == [
             p for p in range(settings.partitions) if p != held]
         while engine.backfill.plans:
             await rig.backfill_step(held, now)
         assert await members(settings, redis_client, "big") == {customer}
-        assert await rig.store.reconciled(settings.partitions) == [
+        assert await rig.store.backfilled(settings.partitions) == [
             frozenset({fingerprint})] * settings.partitions
 
 

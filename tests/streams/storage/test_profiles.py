@@ -1,24 +1,16 @@
-"""Auto-responder profiles: the store in Redis and its HTTP routes, against the fakes.
-
-The routes are mounted on a small FastAPI app and called in-process; the store talks
-to the fake providers over loopback HTTP.
-"""
+"""Auto-responder profiles kept in Redis, against the fake providers over loopback HTTP."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.fernet import Fernet
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from providers.limits import ProviderLimits
 from providers.profiles import ProfileError, ProfileNotFound, fernet_for
-from streams.api.providers import providers_router
 from streams.storage.profiles import ProfileStore
 from tests.providers.harness import FAST_POLICIES, Harness, fast_retry
 
@@ -30,15 +22,6 @@ def store(redis_client: Redis) -> ProfileStore:
     return ProfileStore(redis_client, f"t{uuid.uuid4().hex[:8]}", SECRET,
                         limits=ProviderLimits(FAST_POLICIES), retry=fast_retry(3),
                         client_options={"page_size": 3})
-
-
-@pytest.fixture
-async def api(store: ProfileStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    app.include_router(providers_router(store, ProviderLimits(FAST_POLICIES)))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield client
 
 
 def body(harness: Harness, **extra: Any) -> dict[str, Any]:
@@ -83,59 +66,6 @@ def test_secret_key_that_is_a_fernet_key_is_used_as_is() -> None:
     token = Fernet(key.encode()).encrypt(b"x")
     assert fernet_for(key).decrypt(token) == b"x"
     assert fernet_for(SECRET).decrypt(fernet_for(SECRET).encrypt(b"y")) == b"y"
-
-
-async def test_api_create_get_list_never_show_credentials(
-    api: httpx.AsyncClient, activecampaign: Harness
-) -> None:
-    created = await api.post("/providers/profiles", json=body(activecampaign))
-    assert created.status_code == 201, created.text
-    profile_id = created.json()["id"]
-    answers = [created, await api.get("/providers/profiles"),
-               await api.get(f"/providers/profiles/{profile_id}")]
-    for answer in answers:
-        assert answer.status_code in (200, 201)
-        for secret in secrets_of(activecampaign):
-            assert secret not in answer.text
-        assert "credentials" not in answer.text
-    assert answers[2].json()["hint"]["api_key"].startswith("****")
-
-
-async def test_api_errors_have_the_contract_shape(
-    api: httpx.AsyncClient, sendlane: Harness
-) -> None:
-    bad = await api.post("/providers/profiles",
-                         json=body(sendlane, credentials={"api_token": "wrong-token"}))
-    assert bad.status_code == 422
-    assert bad.json()["error"]["code"] == "credentials_rejected"
-    assert set(bad.json()["error"]) == {"code", "message", "details"}
-    missing = await api.get("/providers/profiles/nope")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "profile_not_found"
-    garbage = await api.post("/providers/profiles", content=b"{not json")
-    assert garbage.status_code == 400 and "error" in garbage.json()
-    extra = await api.post("/providers/profiles", json=body(sendlane, password="x"))
-    assert extra.status_code == 422
-    assert extra.json()["error"]["details"] == [{"path": "password", "message": "unknown field"}]
-
-
-async def test_sync_fetches_every_page_then_lists_answer_it(
-    api: httpx.AsyncClient, harness: Harness
-) -> None:
-    seeded = {harness.seed_list(f"List {i}", "VIP", "Lapsed")[0] for i in range(7)}
-    profile_id = (await api.post("/providers/profiles", json=body(harness))).json()["id"]
-    before = await api.get(f"/providers/profiles/{profile_id}/lists")
-    assert before.json() == {"lists": [], "synced_at": None}
-    synced = await api.post(f"/providers/profiles/{profile_id}/sync")
-    assert synced.status_code == 200, synced.text
-    listed = (await api.get(f"/providers/profiles/{profile_id}/lists")).json()
-    assert listed == synced.json() and set(listed) == {"lists", "synced_at"}
-    assert {lst["id"] for lst in listed["lists"]} == seeded
-    assert len([c for c in harness.fake.calls if c[1].endswith("/lists")]) >= 3  # paged by 3
-    for lst in listed["lists"]:
-        assert set(lst) == {"id", "name", "member_count", "segments"}
-        assert {s["name"] for s in lst["segments"]} >= {"VIP", "Lapsed"}
-        assert all(set(s) == {"id", "name", "type"} and isinstance(s["id"], str)
-                   for s in lst["segments"])
 
 
 async def test_target_problems_against_the_last_sync(

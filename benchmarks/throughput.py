@@ -18,12 +18,13 @@ Segments: `segment_definitions(n)`, mixed numbers, money, countries, product and
 
 Throughput mode:
 
-* cold@max(segments): pass 1 is produced, then `python -m streams.cli process` starts on empty
-  state. Events/s from the processor's start (the first observation of its consumer group as
-  Stable: the join is done and it consumes) to the last applied event, read every 20 ms from the
-  offsets the processor commits to Redis (`<key_prefix>:{p<N>}:offsets`). Redis `used_memory`
-  delta less client connection buffers (transient: they hold the last commit payload) /
-  customers, with a MEMORY USAGE breakdown, is measured here.
+* cold@N for each count N above min(segments), smallest first: pass 1 is produced, then
+  `python -m streams.cli process` starts on empty state. Events/s from the processor's start
+  (the first observation of its consumer group as Stable: the join is done and it consumes) to
+  the last applied event, read every 20 ms from the offsets the processor commits to Redis
+  (`<key_prefix>:{p<N>}:offsets`). Redis `used_memory` delta less client connection buffers
+  (transient: they hold the last commit payload) / customers, with a MEMORY USAGE breakdown, is
+  measured here.
 * cold@min(segments) then steady@min(segments): pass 1 as above; then the processor is frozen
   (SIGSTOP, shorter than its session timeout, so it keeps its partitions and warm cache), pass 2
   (new events for the same customers) is produced, the processor resumed (SIGCONT), and only
@@ -83,6 +84,8 @@ from redis.asyncio import Redis
 
 from segments.events import TOPIC_OF_TYPE
 from segments.features import decode_state
+from segments.timeline import TIMELINE_HORIZON_DAYS
+from segments.values import MAX_DAYS
 from streams.broker.partitioning import owner_partition
 from streams.broker.topics import TopicNames, ensure_topics, high_watermarks
 from streams.local.embedded import EmbeddedServices
@@ -127,6 +130,7 @@ _COUNTRY_SETS: Final = (["US"], ["CA", "GB"], ["DE", "FR"], ["AU", "US"], ["GB",
 _PRODUCTS: Final = ("p-espresso", "p-filter", "p-grinder", "p-kettle", "p-gold", "p-mug",
                     "p-beans-1kg", "p-scale")
 _CATEGORIES: Final = ("coffee", "equipment", "subscription", "merch")
+_WINDOW: Final = TIMELINE_HORIZON_DAYS  # the longest `within_days` (366)
 
 
 def segment_definitions(count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -134,7 +138,9 @@ def segment_definitions(count: int) -> list[tuple[str, dict[str, Any]]]:
 
     Numbers, money, countries, product and category sets, `within_days` windows, `within_last`,
     profile text and custom properties, and segment-of-segment references (always to an earlier
-    segment, so any prefix of the list is a valid graph).
+    segment, so any prefix of the list is a valid graph). Windows and durations grow with the
+    segment's decade and wrap around before their limits (`within_days` 1..366, durations
+    1..3650 days), so every definition is valid at any count; the first 518 never wrap.
     """
     out: list[tuple[str, dict[str, Any]]] = []
     for i in range(count):
@@ -152,9 +158,9 @@ def segment_definitions(count: int) -> list[tuple[str, dict[str, Any]]]:
             groups = [[_c("products_purchased", "includes_any", [_PRODUCTS[k % 8]]),
                        _c("products_purchased", "includes_none", [_PRODUCTS[(k + 3) % 8]])]]
         elif kind == 3:
-            groups = [[_c("order_count", "gte", 2 + k, within_days=7 * (k + 1))]]
+            groups = [[_c("order_count", "gte", 2 + k, within_days=_wrap(7, 7, k, _WINDOW))]]
         elif kind == 4:
-            groups = [[_c("last_order_at", "within_last", {"days": 2 + k}),
+            groups = [[_c("last_order_at", "within_last", {"days": _wrap(2, 1, k, MAX_DAYS)}),
                        _c("contact_type", "eq", "customer")]]
         elif kind == 5:
             groups = [[_c("total_spent", "gte", 100 + 50 * k), _c("order_count", "lte", 8 + k)],
@@ -170,17 +176,23 @@ def segment_definitions(count: int) -> list[tuple[str, dict[str, Any]]]:
                        _c("order_count", "lt", 2)]]
         elif kind == 8:
             groups = [[_c("refund_count", "gte", 1 + k % 2)],
-                      [_c("decline_count", "gte", 1, within_days=14 + 7 * k)],
+                      [_c("decline_count", "gte", 1, within_days=_wrap(14, 7, k, _WINDOW))],
                       [_c("chargeback_count", "gte", 1)]]
         else:
             groups = [[_c("average_order_value", "between", [40 + 5 * k, 120 + 10 * k]),
                        _c("active_subscriptions", "includes_any", ["p-gold"])],
                       [_c("segments", "includes_all", [f"bench-{i - 8:02d}"]),
-                       _c("last_order_at", "not_within_last", {"days": 10 + k})]]
+                       _c("last_order_at", "not_within_last",
+                          {"days": _wrap(10, 1, k, MAX_DAYS)})]]
         body = {"name": f"benchmark segment {i}",
                 "groups": [{"conditions": conds} for conds in groups]}
         out.append((seg_id, body))
     return out
+
+
+def _wrap(first: int, step: int, k: int, limit: int) -> int:
+    """`first + step * k` while that stays within `limit`, then around again from `first`."""
+    return first + step * (k % ((limit - first) // step + 1))
 
 
 def _c(field: str, op: str, value: Any, within_days: int | None = None) -> dict[str, Any]:
@@ -884,12 +896,11 @@ async def scenario_faust(bench: Bench, data: Pass, segments: int) -> Row | None:
 
 
 async def run_throughput(bench: Bench, passes: list[Pass]) -> None:
-    segs = bench.args.segments
-    cold_n, steady_n = max(segs), min(segs)
+    steady_n, *cold_counts = bench.args.segments  # sorted, distinct
     first, second = passes
-    if cold_n != steady_n:
+    for cold_n in cold_counts:
         await scenario_cold(bench, first, cold_n)
-    await scenario_steady(bench, first, second, steady_n, cold_memory=cold_n == steady_n)
+    await scenario_steady(bench, first, second, steady_n, cold_memory=not cold_counts)
     if bench.args.skip_faust:
         bench.notes.append("Faust baseline skipped (--skip-faust)")
         return
@@ -1305,7 +1316,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="distinct customers (default 20000)")
     parser.add_argument("--segments", default="20,50",
                         help="segment counts: steady state and Faust at the smallest, cold "
-                             "start at the largest (default 20,50)")
+                             "start at each of the others (default 20,50)")
     parser.add_argument("--mode", choices=("throughput", "latency", "both"),
                         default="throughput")
     parser.add_argument("--skip-faust", action="store_true", help="no Faust baseline")

@@ -81,8 +81,8 @@ def _date(name: str, description: str) -> FieldSpec:
     return FieldSpec(name, "datetime", DATETIME_OPS, description)
 
 
-def _set(name: str, description: str) -> FieldSpec:
-    return FieldSpec(name, "set", SET_OPS, description, nullable=False)
+def _set(name: str, description: str, windowed: bool = False) -> FieldSpec:
+    return FieldSpec(name, "set", SET_OPS, description, nullable=False, windowed=windowed)
 
 
 def _address(kind: str) -> list[FieldSpec]:
@@ -119,14 +119,17 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
     _date("last_order_at", "time of the latest placed order"),
     FieldSpec("last_order_total", "money", OPTIONAL_NUMBER_OPS,
               "total of the latest placed order"),
-    _set("products_purchased", "product ids of placed orders"),
-    _set("categories_purchased", "categories of placed orders"),
+    _set("products_purchased", "product ids of placed orders; with within_days, of the placed "
+         "orders of the last N days", windowed=True),
+    _set("categories_purchased", "categories of placed orders; with within_days, of the placed "
+         "orders of the last N days", windowed=True),
     _count("decline_count", "declined orders"),
     _count("refund_count", "refunds"),
     FieldSpec("refunded_total", "money", NUMBER_OPS,
               "refunded plus charged-back amounts", nullable=False),
     _count("chargeback_count", "chargebacks"),
-    _set("active_subscriptions", "product ids with an active subscription"),
+    _set("active_subscriptions", "product ids with an active subscription; with within_days, "
+         "those started in the last N days", windowed=True),
     _set("cancelled_subscriptions", "product ids of subscriptions whose latest event is a cancel"),
     FieldSpec("segments", "segments", SEGMENT_OPS,
               "ids of the segments the customer is in", nullable=False),

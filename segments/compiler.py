@@ -32,11 +32,14 @@ from typing import Any, Final
 from segments.catalog import field_spec
 from segments.definitions import Condition, SegmentDefinition
 from segments.money import divide_half_even
+from segments.schedule import WINDOW_TIMELINES, WINDOW_TIMES, cutoff_duration
 from segments.state import FeatureState
 from segments.timeline import DAY_MS
+from segments.values import Ago
 
 Evaluate = Callable[[FeatureState, int, int], int]
 Explain = Callable[[FeatureState, int, int], list[list[bool]]]
+NextChange = Callable[[FeatureState, int], int | None]
 
 _TIMELINES: Final = {
     "order_count": "orders",
@@ -44,6 +47,7 @@ _TIMELINES: Final = {
     "refund_count": "refunds",
     "chargeback_count": "chargebacks",
 }
+
 _COMPARE: Final = {
     "eq": "==", "neq": "!=", "in": "in", "not_in": "not in",
     "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
@@ -160,6 +164,14 @@ class _Codegen:
 
     def _window(self, field: str, days: int) -> str:
         since = self.since(days * DAY_MS)
+        if field in WINDOW_TIMES:
+            times = self.eager(f"wt_{field}", f"s.{WINDOW_TIMES[field]}")
+            return self.lazy(f"w_{field}_{days}",
+                             f"{{k for k, t in {times}.items() if t >= {since}}}")
+        if field == "active_subscriptions":
+            subs = self.eager("subs", "s.subscriptions")
+            return self.lazy(f"w_{field}_{days}",
+                             f"{{p for p, at, on in {subs}.values() if on and at >= {since}}}")
         if field == "total_spent":
             parts = [self._window_sum(tl, since) for tl in ("orders", "refunds", "chargebacks")]
             return self.lazy(f"w_total_spent_{days}", " - ".join(parts))
@@ -176,7 +188,8 @@ class _Codegen:
     def _existence(self, c: Condition) -> str:
         negate = c.op == "not_exists"
         if c.type == "set":
-            return f"(len({self._raw(c.field)}) {'==' if negate else '!='} 0)"
+            members = self._operand(c) if c.within_days is not None else self._raw(c.field)
+            return f"(len({members}) {'==' if negate else '!='} 0)"
         raw = self._raw("order_count" if c.field == "average_order_value" else c.field)
         if c.field == "average_order_value":
             return f"({raw} {'==' if negate else '!='} 0)"
@@ -190,6 +203,8 @@ class _Codegen:
             return f"{self.const(value[0])} <= {x} <= {self.const(value[1])}"
         if op in ("within_last", "not_within_last"):
             return f"{x} {'>=' if op == 'within_last' else '<'} {self.since(value)}"
+        if isinstance(value, Ago):  # relative before/after
+            return f"{x} {'<' if op == 'before' else '>='} {self.since(value.duration_ms)}"
         k = self.const(value)
         return {
             "includes_any": f"not {x}.isdisjoint({k})",
@@ -248,6 +263,64 @@ def compile_evaluator(defs: Iterable[SegmentDefinition], bits: Mapping[str, int]
     lines = ["def evaluate(s, now, m):", f"    m &= {gen.const(~evaluated)}",
              *_indent(gen.refresh_since()), *_indent(gen.loads.values()), *body, "    return m"]
     return _exec(lines, gen.constants, "evaluate")  # type: ignore[no-any-return]
+
+
+def compile_next_change(defs: Iterable[SegmentDefinition]) -> NextChange:
+    """One function giving the first instant after now at which any time-relative condition of
+    `defs` changes with time alone (None: never), as `schedule.time_changes` defines it.
+
+    Conditions reading the same time or window are one term: a customer's timer is computed
+    after each change of its time-relevant fields, so the function is on the hot path.
+    """
+    cutoffs: dict[str, set[int]] = {}  # time field -> durations d of `x >= now - d` tests
+    windows: dict[str, set[int]] = {}  # timeline, times dict or "subscriptions" -> windows
+    for d in defs:
+        for c in (c for group in d.groups for c in group):
+            duration = cutoff_duration(c)
+            if duration is not None:
+                cutoffs.setdefault(c.field, set()).add(duration)
+            elif c.window_ms is not None:
+                for source in _window_sources(c.field):
+                    windows.setdefault(source, set()).add(c.window_ms)
+    lines = ["def next_change(s, now):", "    n = _NEVER"]
+    for field, durations in sorted(cutoffs.items()):
+        lines += [f"    x = s.{field}", "    if x is not None:"]
+        for i, duration in enumerate(sorted(durations)):  # the first that holds is the min
+            lines += [f"        {'if' if i == 0 else 'elif'} x + {duration} >= now:",
+                      f"            if x + {duration + 1} < n: n = x + {duration + 1}"]
+    for source, sizes in sorted(windows.items()):
+        lines += _window_change_lines(source, sorted(sizes))
+    lines.append("    return None if n == _NEVER else n")
+    return _exec(lines, {"_bl": bisect_left, "_NEVER": _NEVER}, "next_change")  # type: ignore[no-any-return]
+
+
+_NEVER: Final = 1 << 62
+
+
+def _window_sources(field: str) -> tuple[str, ...]:
+    if field in WINDOW_TIMELINES:
+        return tuple(f"tl:{name}" for name in WINDOW_TIMELINES[field])
+    if field in WINDOW_TIMES:
+        return (f"times:{WINDOW_TIMES[field]}",)
+    return ("subscriptions",)
+
+
+def _window_change_lines(source: str, sizes: list[int]) -> list[str]:
+    """When the oldest time inside each window of `source` leaves it."""
+    kind, _, name = source.partition(":")
+    if kind == "tl":  # sorted: the oldest inside is one bisect away
+        lines = [f"    tt = s.{name}.times"]
+        for w in sizes:
+            lines += [f"    i = _bl(tt, now - {w})", "    if i < len(tt):",
+                      f"        c = tt[i] + {w + 1}", "        if c < n: n = c"]
+        return lines
+    values = (f"s.{name}.values()" if kind == "times"
+              else "(at for _, at, on in s.subscriptions.values() if on)")
+    lines = []
+    for w in sizes:
+        lines += [f"    for t in {values}:", f"        if t >= now - {w} and t + {w + 1} < n:",
+                  f"            n = t + {w + 1}"]
+    return lines
 
 
 def compile_explainer(definition: SegmentDefinition, bits: Mapping[str, int]) -> Explain:

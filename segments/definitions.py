@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from segments.catalog import FIELD_CATALOG, PROPERTY_PREFIX, FieldSpec, field_spec
 from segments.errors import DefinitionError
-from segments.timeline import TIMELINE_HORIZON_DAYS
-from segments.values import InvalidValue, parse_value
+from segments.timeline import DAY_MS, TIMELINE_HORIZON_DAYS
+from segments.values import Ago, InvalidValue, parse_value
 
 MAX_GROUPS: Final = 5
 MAX_CONDITIONS: Final = 9
@@ -39,7 +39,10 @@ __all__ = [
     "parse_definition",
 ]
 
-_WINDOWED_NAMES: Final = "order_count, total_spent, decline_count, refund_count, chargeback_count"
+_WINDOWED_NAMES: Final = (
+    "order_count, total_spent, decline_count, refund_count, chargeback_count, "
+    "products_purchased, categories_purchased and active_subscriptions"
+)
 
 Details = list[dict[str, str]]
 
@@ -62,7 +65,13 @@ class Condition:
     @property
     def time_relative(self) -> bool:
         """Whether the result can change with time alone."""
-        return self.op in TIME_OPS or self.within_days is not None
+        return (self.op in TIME_OPS or self.within_days is not None
+                or isinstance(self.value, Ago))
+
+    @property
+    def window_ms(self) -> int | None:
+        """How far back the condition looks at kept history (timelines, purchase times)."""
+        return None if self.within_days is None else self.within_days * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,9 @@ class SegmentDefinition:
     refs: frozenset[str] = field(init=False)
     """Ids of segments this one builds on."""
     time_relative: bool = field(init=False)
+    window_ms: int = field(init=False)
+    """The longest `within_days` window of its conditions in ms (0: none): how much history
+    a customer must keep for this segment."""
 
     def __post_init__(self) -> None:
         conditions = [c for group in self.groups for c in group]
@@ -89,6 +101,8 @@ class SegmentDefinition:
         reads = {c.field for c in conditions if c.field != "segments"}
         object.__setattr__(self, "reads", frozenset(reads))
         object.__setattr__(self, "time_relative", any(c.time_relative for c in conditions))
+        object.__setattr__(self, "window_ms", max((c.window_ms or 0 for c in conditions),
+                                                  default=0))
 
     def conditions_with_paths(self) -> Iterator[tuple[str, Condition]]:
         """Each condition with its path, e.g. `groups[1].conditions[0]`."""

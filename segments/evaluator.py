@@ -10,6 +10,9 @@ call per event.
 `evaluate` copies the bits of slots that belong to no definition in the index
 (a deleted segment stays set until the runtime handles it); `evaluate_all`
 computes from scratch and returns live slots only, so it drops such bits.
+
+`next_change` says when a customer's memberships can next change with time alone
+(`segments.schedule`); `horizon_ms` is how much history the segments' windows need.
 """
 
 from __future__ import annotations
@@ -18,11 +21,23 @@ from collections.abc import Iterable
 from typing import Final
 
 from segments.catalog import ANY_FIELD
-from segments.compiler import Evaluate, Explain, compile_evaluator, compile_explainer
+from segments.compiler import (
+    Evaluate,
+    Explain,
+    NextChange,
+    compile_evaluator,
+    compile_explainer,
+    compile_next_change,
+)
 from segments.definitions import SegmentDefinition, check_graph
 from segments.errors import DefinitionError
 from segments.events import CustomerDeleted, Event
 from segments.features import FeatureState, apply_event, new_state
+from segments.schedule import TimeChange, time_changes
+
+NO_CHANGE: Final[frozenset[str]] = frozenset()
+"""A changed set naming no field: only time moved (time-relative segments and those building on
+them are evaluated)."""
 
 MAX_CACHED_FUNCTIONS: Final = 4096
 
@@ -46,6 +61,13 @@ class SegmentIndex:
         self._compiled: dict[tuple[int, ...], Evaluate] = {}  # by the slots it evaluates
         self._all = compile_evaluator(self.order, self._bits)
         self._explainers: dict[str, Explain] = {}
+        self.horizon_ms: int = max((d.window_ms for d in definitions), default=0)
+        """History windows need: timelines and purchase times are kept this long before now."""
+        self.time_fields: frozenset[str] = frozenset(
+            {ANY_FIELD, *(c.field for d in definitions if d.time_relative
+                          for group in d.groups for c in group if c.time_relative)})
+        """Fields whose change can move a customer's next time change (with `ANY_FIELD`)."""
+        self._next_change: NextChange | None = None
 
     def evaluate(self, state: FeatureState, now_ms: int, changed: frozenset[str]) -> int:
         """The new membership mask after `changed` fields changed; state is not modified.
@@ -56,6 +78,20 @@ class SegmentIndex:
         if function is None:
             function = self._compile_for(changed)
         return function(state, now_ms, state.segments_mask)
+
+    def next_change(self, state: FeatureState, now_ms: int) -> int | None:
+        """The first instant after `now_ms` at which a segment's result can change with time
+        alone (evaluate again then, with `NO_CHANGE`); None when none can until an event."""
+        function = self._next_change
+        if function is None:
+            function = self._next_change = compile_next_change(
+                d for d in self.order if d.time_relative)
+        return function(state, now_ms)
+
+    def time_changes(self, state: FeatureState, now_ms: int) -> list[TimeChange]:
+        """Each time-relative condition's next change, earliest first (`next_change` is the
+        first one's instant): which condition a customer's timer is for."""
+        return time_changes(self.order, state, now_ms)
 
     def evaluate_all(self, state: FeatureState, now_ms: int) -> int:
         """The membership mask from scratch: every segment evaluated, live slots only."""
@@ -156,6 +192,6 @@ def recompute(events: Iterable[Event], now_ms: int, index: SegmentIndex) -> Feat
         if isinstance(ev, CustomerDeleted):
             state = new_state()
         else:
-            apply_event(state, ev, now_ms)
+            apply_event(state, ev, now_ms, index.horizon_ms)
     state.segments_mask = index.evaluate_all(state, now_ms)
     return state

@@ -1,11 +1,12 @@
 """`apply_event`: fold one input event into a `FeatureState`, report what changed.
 
-Pure and synchronous: `(state, event, now_ms) -> changed field names`, mutating
-the state in place for speed. Each event class has one reducer, found through a
-dict. The changed set holds contract field names (`"properties.<name>"` for
-custom properties) whose value differs afterwards; a change of a `within_days`
+Pure and synchronous: `(state, event, now_ms, horizon_ms) -> changed field names`,
+mutating the state in place for speed. Each event class has one reducer, found
+through a dict. The changed set holds contract field names (`"properties.<name>"`
+for custom properties) whose value differs afterwards; a change of a `within_days`
 window counts as a change of its base field. Time only enters as epoch ms,
-converted once per event.
+converted once per event. History for windows (timelines, purchase times) is kept
+for `horizon_ms` before now (see `segments.timeline`).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ _NO_ADDRESS: Final[AddressTuple] = (None, None, None, None)
 _ATTRIBUTION_STAMPS: Final = {"campaign_id": "campaign_at", "affiliate_id": "affiliate_at"}
 
 
-def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] | None:
+def apply_event(
+    state: FeatureState, ev: Event, now_ms: int, horizon_ms: int = timeline.HORIZON_MS
+) -> frozenset[str] | None:
     """Apply `ev` to `state`; the changed contract fields, or None for a repeated event_id.
 
     On a customer's first event the answer is `EVERY_FIELD` (which holds "*"), so
@@ -83,7 +86,7 @@ def apply_event(state: FeatureState, ev: Event, now_ms: int) -> frozenset[str] |
     first = state.created_at is None  # every applied event sets created_at
     changed: Changed = set()
     _note_created_at(state, at_ms, type(ev) in _CREATED_EVENTS, changed)
-    reducer(state, ev.data, at_ms, now_ms, changed)
+    reducer(state, ev.data, at_ms, now_ms - horizon_ms, changed)
     # A new customer's every field (missing ones too) is new: all segments must look.
     return EVERY_FIELD if first else frozenset(changed)
 
@@ -111,7 +114,7 @@ def _note_created_at(state: FeatureState, at_ms: int, from_profile: bool, change
 
 
 def _apply_profile(
-    state: FeatureState, data: ProfileData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: ProfileData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     for name in _PROFILE_TEXT:
         value = getattr(data, name)
@@ -230,14 +233,14 @@ def _merge_properties(
 
 
 def _apply_order_placed(
-    state: FeatureState, data: OrderPlacedData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: OrderPlacedData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     if not sorted_insert(state.order_ids, stable_hash(data.order_id)):
         return  # the same order announced twice: counted once
     total = money_from_decimal(data.total)
-    _count_order(state, total, at_ms, now_ms, changed)
+    _count_order(state, total, at_ms, keep_from, changed)
     _note_order_times(state, total, at_ms, changed)
-    _note_products(state, data, changed)
+    _note_products(state, data, at_ms, keep_from, changed)
     if data.campaign_id:
         _set_attribution(state, "campaign_id", data.campaign_id, at_ms, changed)
     if data.affiliate_id:
@@ -249,7 +252,7 @@ def _apply_order_placed(
 
 
 def _count_order(
-    state: FeatureState, total: int, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, total: int, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     count, spent = state.order_count, state.total_spent
     state.order_count = count + 1
@@ -259,7 +262,7 @@ def _count_order(
         changed.add("total_spent")
     if not count or divide_half_even(spent, count) != divide_half_even(spent + total, count + 1):
         changed.add("average_order_value")
-    timeline.insert(state.orders, at_ms, total, now_ms)
+    timeline.insert(state.orders, at_ms, total, keep_from)
     if state.contact_type != "customer":
         state.contact_type = "customer"
         changed.add("contact_type")
@@ -278,18 +281,45 @@ def _note_order_times(state: FeatureState, total: int, at_ms: int, changed: Chan
         changed.add("last_order_total")
 
 
-def _note_products(state: FeatureState, data: OrderPlacedData, changed: Changed) -> None:
+def _note_products(
+    state: FeatureState, data: OrderPlacedData, at_ms: int, keep_from: int, changed: Changed
+) -> None:
+    """The sets of products and categories ever bought, and within the horizon the time each
+    was last bought (for windowed conditions: a newer purchase changes the window)."""
     products, categories = state.products_purchased, state.categories_purchased
+    product_times, category_times = state.product_times, state.category_times
     sizes = len(products), len(categories)
+    moved_product = moved_category = False
     for line in data.products or ():
         if line.product_id is not None:
-            products.add(_shared(line.product_id))
+            product = _shared(line.product_id)
+            products.add(product)
+            moved_product |= _note_time(product_times, product, at_ms, keep_from)
         if line.category is not None:
-            categories.add(_shared(line.category))
-    if len(products) != sizes[0]:
+            category = _shared(line.category)
+            categories.add(category)
+            moved_category |= _note_time(category_times, category, at_ms, keep_from)
+    if moved_product:
+        _prune_times(product_times, keep_from)
+    if moved_category:
+        _prune_times(category_times, keep_from)
+    if moved_product or len(products) != sizes[0]:
         changed.add("products_purchased")
-    if len(categories) != sizes[1]:
+    if moved_category or len(categories) != sizes[1]:
         changed.add("categories_purchased")
+
+
+def _note_time(times: dict[str, int], key: str, at_ms: int, keep_from: int) -> bool:
+    """Keep `at_ms` as `key`'s latest time if it is newer and within the horizon."""
+    if at_ms < keep_from or at_ms <= times.get(key, keep_from - 1):
+        return False
+    times[key] = at_ms
+    return True
+
+
+def _prune_times(times: dict[str, int], keep_from: int) -> None:
+    for key in [k for k, at in times.items() if at < keep_from]:
+        del times[key]
 
 
 def _note_order_address(
@@ -313,31 +343,31 @@ def _note_order_address(
 
 
 def _apply_declined(
-    state: FeatureState, data: OrderDeclinedData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: OrderDeclinedData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     state.decline_count += 1
     changed.add("decline_count")
     amount = 0 if data.total is None else money_from_decimal(data.total)
-    timeline.insert(state.declines, at_ms, amount, now_ms)
+    timeline.insert(state.declines, at_ms, amount, keep_from)
 
 
 def _apply_refund(
-    state: FeatureState, data: AmountData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: AmountData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     state.refund_count += 1
     changed.add("refund_count")
     amount = money_from_decimal(data.amount)
-    timeline.insert(state.refunds, at_ms, amount, now_ms)
+    timeline.insert(state.refunds, at_ms, amount, keep_from)
     _subtract(state, amount, changed)
 
 
 def _apply_chargeback(
-    state: FeatureState, data: AmountData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: AmountData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     state.chargeback_count += 1
     changed.add("chargeback_count")
     amount = money_from_decimal(data.amount)
-    timeline.insert(state.chargebacks, at_ms, amount, now_ms)
+    timeline.insert(state.chargebacks, at_ms, amount, keep_from)
     _subtract(state, amount, changed)
 
 
@@ -363,13 +393,13 @@ def average_order_value(state: FeatureState) -> int | None:
 
 
 def _apply_started(
-    state: FeatureState, data: SubscriptionData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: SubscriptionData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     _note_subscription(state, data, at_ms, True, changed)
 
 
 def _apply_cancelled(
-    state: FeatureState, data: SubscriptionData, at_ms: int, now_ms: int, changed: Changed
+    state: FeatureState, data: SubscriptionData, at_ms: int, keep_from: int, changed: Changed
 ) -> None:
     _note_subscription(state, data, at_ms, False, changed)
 

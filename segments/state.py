@@ -91,6 +91,10 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     shipping_from_profile: bool = False
     order_shipping: AddressTuple | None = None
     order_shipping_at: int | None = None
+    product_times: dict[str, int] = msgspec.field(default_factory=dict)
+    """Product id -> time of its latest placed order, within the horizon (windowed sets)."""
+    category_times: dict[str, int] = msgspec.field(default_factory=dict)
+    """Category -> time of its latest placed order, within the horizon."""
 
 
 def new_state() -> FeatureState:

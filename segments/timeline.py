@@ -2,9 +2,12 @@
 
 A timeline keeps event times (epoch ms, ascending) and running sums of their
 amounts. A window query is two bisects and one subtraction, never a scan.
-Entries older than `TIMELINE_HORIZON_DAYS` before `now_ms` are pruned on insert;
-since `within_days` may not exceed the horizon (and `now_ms` only moves
-forward), pruning never changes the answer of a window query.
+Entries older than the horizon before now (`keep_from`) are pruned on insert. The
+horizon is the longest window of the live segments (`SegmentIndex.horizon_ms`,
+at most `TIMELINE_HORIZON_DAYS`); since no window exceeds it (and now only moves
+forward), pruning never changes the answer of a window query. A segment created
+later with a longer window sees only what was kept: history older than the
+horizon in force when it was pruned is gone.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ class Timeline(msgspec.Struct, array_like=True, gc=False):
     cum: Int64Array = msgspec.field(default_factory=_zero)
 
 
-def insert(tl: Timeline, at_ms: int, amount: int, now_ms: int) -> None:
-    """Add an entry (in time order, stable for equal times) and prune old ones."""
-    cutoff = now_ms - HORIZON_MS
+def insert(tl: Timeline, at_ms: int, amount: int, keep_from: int) -> None:
+    """Add an entry (in time order, stable for equal times) and prune those before
+    `keep_from` (now less the horizon); an entry already before it is not kept at all."""
+    cutoff = keep_from
     times, cum = tl.times, tl.cum
     if at_ms >= cutoff:
         if not times or at_ms >= times[-1]:

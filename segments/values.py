@@ -14,7 +14,12 @@ scalars are. `parse_value` combines the two and returns the normalized value:
 | nothing   | exists, not_exists                 | None |
 | members   | includes_any/all/none              | frozenset of str |
 | duration  | within_last, not_within_last       | int ms |
-| moment    | before, after                      | int epoch ms |
+| moment    | before, after                      | int epoch ms, or `Ago` for a relative one |
+
+`before`/`after` take a date (an absolute moment) or a duration (`{"days": N}`, a moment that
+moves with now): `after {"days": 30}` holds while the time is at most 30 days old, like
+`within_last`; `before {"days": 30}` once it is older, like `not_within_last`. Both are false on
+a missing time.
 
 Text-field strings are casefolded here, so evaluation only folds the state side.
 """
@@ -22,6 +27,7 @@ Text-field strings are casefolded here, so evaluation only folds the state side.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -39,6 +45,13 @@ _AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 class InvalidValue(ValueError):
     """A condition value of the wrong shape; the message is for a marketer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ago:
+    """A relative moment: `duration_ms` before now, wherever now is."""
+
+    duration_ms: int
 
 
 _OP_SHAPE: Final = {
@@ -194,9 +207,14 @@ def _duration(spec: FieldSpec, op: str, value: Any) -> int:
     return amount * unit_ms
 
 
-def _moment(spec: FieldSpec, op: str, value: Any) -> int:
-    message = (f'`{op}` needs a date such as "2026-01-31" or a date-time with a time zone '
-               'such as "2026-01-31T09:00:00Z"')
+def _moment(spec: FieldSpec, op: str, value: Any) -> int | Ago:
+    message = (f'`{op}` needs a date such as "2026-01-31", a date-time with a time zone '
+               'such as "2026-01-31T09:00:00Z", or a time before now such as {"days": 30}')
+    if isinstance(value, dict):
+        try:
+            return Ago(_duration(spec, op, value))
+        except InvalidValue:
+            raise InvalidValue(message) from None
     if not isinstance(value, str):
         raise InvalidValue(message)
     try:

@@ -160,7 +160,11 @@ def _value(draw: st.DrawFn, spec: FieldSpec, op: str, earlier: list[str]) -> Any
         unit = draw(st.sampled_from(["days", "hours"]))
         return {unit: draw(st.sampled_from([1, 7, 30, 400] if unit == "days" else [1, 24, 100]))}
     if op in ("before", "after"):
-        return iso(draw(times)) if draw(st.booleans()) else iso(draw(times))[:10]
+        kind = draw(st.sampled_from(["moment", "date", "relative"]))
+        if kind == "relative":
+            unit = draw(st.sampled_from(["days", "hours"]))
+            return {unit: draw(st.sampled_from([1, 7, 30] if unit == "days" else [1, 24, 100]))}
+        return iso(draw(times)) if kind == "moment" else iso(draw(times))[:10]
     members = earlier if spec.type == "segments" else _MEMBERS[spec.name]
     return draw(st.lists(st.sampled_from(members), min_size=1, max_size=3))
 

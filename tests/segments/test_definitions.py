@@ -258,7 +258,8 @@ def test_field_catalog_lists_every_contract_field() -> None:
     assert [f.name for f in FIELDS] == contract.split()
     windowed = {e["field"] for e in FIELD_CATALOG if e["within_days"]}
     assert windowed == {"order_count", "total_spent", "decline_count", "refund_count",
-                        "chargeback_count"}
+                        "chargeback_count", "products_purchased", "categories_purchased",
+                        "active_subscriptions"}
     email = field_spec("email")
     assert email is not None and email.casefold
     campaign = field_spec("campaign_id")

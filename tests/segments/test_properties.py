@@ -44,7 +44,7 @@ def test_incremental_membership_equals_recompute(
     for ev, now in stream:
         state = states.get(ev.customer_id) or new_state()
         history.setdefault(ev.customer_id, []).append(ev)
-        changed = apply_event(state, ev, now)
+        changed = apply_event(state, ev, now, index.horizon_ms)
         state.segments_mask = index.evaluate(state, now, changed or frozenset())
         expected = recompute(history[ev.customer_id], now, index)
         assert state.segments_mask == expected.segments_mask, (ev, changed)

@@ -1,4 +1,5 @@
-"""`GET /customers/{customer_id}`: a customer's features, segments, and why in or out of each."""
+"""`GET /customers/{customer_id}`: a customer's features, segments, why in or out of each, and
+when time alone will next re-evaluate them (`next_evaluation`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 from segments.definitions import SegmentDefinition
 from segments.evaluator import SegmentIndex
-from segments.features import FeatureState, decode_state, feature_view, mask_slots
+from segments.features import (
+    FeatureState,
+    decode_state,
+    feature_view,
+    mask_slots,
+    ms_to_rfc3339,
+)
 from streams.api.body import api_router
 from streams.api.deps import Deps
 from streams.api.errors import ApiError, error_responses
@@ -32,8 +39,35 @@ async def get_customer(deps: Deps, customer_id: str) -> dict[str, Any]:
     features["segments"] = segments  # feature_view lists slots when no segment is live
     explained = {d.id: _explain(index, state, now, d)
                  for d in sorted(definitions.live.values(), key=lambda d: d.id)}
+    scheduled = await deps.states.timer_of(partition, customer_id)
     return {"customer_id": customer_id, "features": features, "segments": segments,
-            "explain": explained}
+            "explain": explained, "next_evaluation": _next_evaluation(index, state, now, scheduled)}
+
+
+def _next_evaluation(
+    index: SegmentIndex, state: FeatureState, now_ms: int, scheduled: int | None
+) -> dict[str, Any] | None:
+    """When the engine re-evaluates the customer with no event (its stored timer; None: never
+    until an event), and the conditions whose operand changes first, with that instant."""
+    changes = index.time_changes(state, now_ms)
+    if scheduled is None and not changes:
+        return None
+    first = changes[0].at_ms if changes else None
+    conditions = [
+        {"segment_id": change.segment_id, "path": change.path, "field": change.condition.field,
+         "op": change.condition.op,
+         "value": _raw_value(index.by_id[change.segment_id], *_indices(change.path)),
+         "within_days": change.condition.within_days, "changes_at": ms_to_rfc3339(change.at_ms)}
+        for change in changes if change.at_ms == first
+    ]
+    return {"at": ms_to_rfc3339(scheduled) if scheduled is not None else None,
+            "scheduled": scheduled is not None, "conditions": conditions}
+
+
+def _indices(path: str) -> tuple[int, int]:
+    """(group, condition) of `groups[g].conditions[c]`."""
+    group, condition = path.split(".")
+    return int(group[7:-1]), int(condition[11:-1])
 
 
 def _explain(

@@ -6,7 +6,8 @@ fingerprint differs, a backfill is planned; it then runs one chunk of customers 
 live batches (`step`), so a new segment over millions of customers does not stall live
 processing. Live events meanwhile evaluate against the new definitions already; the backfill
 emits only what still differs when it reaches a customer (`reason: backfill`), so nothing is
-emitted twice. Each step writes into the checkpoint's open group like a live batch; the step that
+emitted twice, and schedules each customer's next re-evaluation with time alone under the new
+definitions. Each step writes into the checkpoint's open group like a live batch; the step that
 finishes the scan also records the fingerprint. A crash restarts that partition's scan:
 evaluation is idempotent and membership ids deterministic.
 """
@@ -80,6 +81,7 @@ class Backfill:
         cache = engine.cache.of(partition)
         share = checkpoint.partition(partition)
         plan.cursor, blobs = await self._store.scan_states(partition, plan.cursor, chunk)
+        timed = bool(engine.index.time_fields)  # the definitions have time-relative segments
         flips = 0
         for customer_id, blob in blobs.items():
             if customer_id in cache:  # the cache is newer than Redis while a commit is due
@@ -94,6 +96,8 @@ class Backfill:
                 engine.sink.emit(customer_id, state, new_mask, "backfill", share.write, None)
                 cache[customer_id] = state  # one state per customer: live events see this one
                 share.put(customer_id, state)
+            if timed and customer_id not in share.timed:
+                share.write.timers[customer_id] = engine.index.next_change(state, now_ms)
         plan.scanned += len(blobs)
         if plan.cursor == 0:
             self._mark_done(share.write, plan.fingerprint)

@@ -12,7 +12,9 @@ checkpoint commits groups in the order they were opened. One group goes through 
 3. **Close.** The group closes with the batch that `GroupPolicy` says closes it (a batch smaller
    than `from_records`, `max_events` reached, `max_age` passed), or on `close` (an empty poll)
    or `drain` (before anything else touches the partitions' state: definitions, backfill plans,
-   rebalance, shutdown). Each dirty customer's state is encoded once for the whole group.
+   rebalance, shutdown). Each dirty customer's state is encoded once for the whole group, and
+   each customer whose time-relevant fields changed gets its next re-evaluation (`schedule`,
+   from the group's first `now`: never later than a batch's own).
 4. **Flush.** The group's commit waits until the broker acknowledged the records of every batch
    in it.
 5. **Commit.** After the previous group's commit, one atomic script call per partition writes
@@ -36,6 +38,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from segments.features import FeatureState, encode_state
 from streams.aio import let_io_run
@@ -60,18 +63,28 @@ class GroupPolicy:
 
 @dataclass
 class OpenPartition:
-    """One partition's share of the open group: its write, and the customers whose state the
-    group changed (encoded when the group closes)."""
+    """One partition's share of the open group: its write, the customers whose state the group
+    changed (encoded when the group closes) and those whose timer must be computed again then
+    (`timed`, a subset of `dirty`)."""
 
     write: PartitionWrite = field(default_factory=PartitionWrite)
     dirty: dict[str, FeatureState] = field(default_factory=dict)
+    timed: set[str] = field(default_factory=set)
 
     def put(self, customer_id: str, state: FeatureState) -> None:
         self.dirty[customer_id] = state
 
     def delete(self, customer_id: str) -> None:
         self.dirty.pop(customer_id, None)
+        self.timed.discard(customer_id)
         self.write.delete_state(customer_id)
+        self.write.timers[customer_id] = None
+
+
+RESCHEDULED: Final = object()
+NOT_PENDING: Final = object()
+"""`pending_timer`: the customer's timer is computed again when the open group closes."""
+Schedule = Callable[[FeatureState, int], "int | None"]
 
 
 @dataclass
@@ -80,6 +93,8 @@ class _Group:
     positions: dict[Position, int] = field(default_factory=dict)
     events: int = 0
     opened_at: float = 0.0
+    now_ms: int | None = None
+    """The first batch's `now`: timers of the group are computed from it."""
 
 
 class Checkpoint:
@@ -87,11 +102,12 @@ class Checkpoint:
 
     def __init__(
         self, store: StateStore, output: BatchProducer, policy: GroupPolicy,
-        clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._output = output
         self._policy = policy
+        self._schedule = schedule
         self._clock = clock
         self._group: _Group | None = None
         self._closed: list[dict[int, PartitionWrite]] = []
@@ -113,11 +129,13 @@ class Checkpoint:
             found = group.partitions[partition] = OpenPartition()
         return found
 
-    def begin(self, events: int) -> bool:
-        """Count a batch of `events` records into the open group (opening one); whether this
-        batch closes the group."""
+    def begin(self, events: int, now_ms: int) -> bool:
+        """Count a batch of `events` records, applied at `now_ms`, into the open group (opening
+        one); whether this batch closes the group."""
         group = self._open()
         group.events += events
+        if group.now_ms is None:
+            group.now_ms = now_ms
         return (events < self._policy.from_records
                 or group.events >= self._policy.max_events
                 or self._clock() - group.opened_at >= self._policy.max_age)
@@ -146,6 +164,21 @@ class Checkpoint:
             return True
         return any(w.states or w.deleted for writes in self._closed
                    for p, w in writes.items() if p == partition)
+
+    def pending_timer(self, partition: int, customer_id: str) -> object:
+        """The customer's timer as uncommitted writes leave it: an instant, None (removed),
+        `RESCHEDULED` (computed when the open group closes), or `NOT_PENDING` (Redis's holds)."""
+        share = self._group.partitions.get(partition) if self._group is not None else None
+        if share is not None:
+            if customer_id in share.timed:
+                return RESCHEDULED
+            if customer_id in share.write.timers:
+                return share.write.timers[customer_id]
+        for writes in reversed(self._closed):
+            write = writes.get(partition)
+            if write is not None and customer_id in write.timers:
+                return write.timers[customer_id]
+        return NOT_PENDING
 
     def uncommitted_customers(self) -> set[str]:
         """Customers whose newest state is not in Redis yet: a cache must keep them, since
@@ -236,10 +269,16 @@ class Checkpoint:
         if group is None:
             return {}, {}
         writes: dict[int, PartitionWrite] = {}
+        schedule, now_ms = self._schedule, group.now_ms
         for p, share in group.partitions.items():
             write = share.write
             for customer_id, state in share.dirty.items():
                 write.put_state(customer_id, encode_state(state))
+            if share.timed:
+                assert now_ms is not None, "a batch applied without begin()"
+                dirty, timers = share.dirty, write.timers
+                for customer_id in share.timed:
+                    timers[customer_id] = schedule(dirty[customer_id], now_ms)
             writes[p] = write
         self._closed.append(writes)
         return writes, group.positions

@@ -5,8 +5,11 @@
 1. `Intake.split`: decode every record; bad ones become dead letters, strays are forwarded;
 2. `StateCache.load`: one HMGET per partition for the states the cache lacks;
 3. apply each event to its customer's state (`segments.features.apply_event`), re-evaluate only
-   the segments whose inputs changed (`SegmentIndex.evaluate`), and hand each change of
-   membership to the `MembershipSink`, all into the checkpoint's open group.
+   the segments whose inputs changed (`SegmentIndex.evaluate`), hand each change of membership
+   to the `MembershipSink`, and mark the customer's timer for recomputation when a field that
+   time-relative conditions read changed, all into the checkpoint's open group.
+
+Due timers are fired by `streams.engine.timers` into the same open group.
 
 What follows (sending the records, committing states and offsets) is the `Checkpoint`'s.
 """
@@ -18,7 +21,7 @@ from typing import Any, Final
 
 from segments.evaluator import SegmentIndex
 from segments.events import CustomerDeleted
-from segments.features import apply_event, new_state
+from segments.features import FeatureState, apply_event, new_state
 from streams.aio import let_io_run
 from streams.broker.topics import TopicNames
 from streams.engine.backfill import Backfill
@@ -28,6 +31,7 @@ from streams.engine.intake import Intake, Record
 from streams.engine.output import BatchProducer
 from streams.engine.sink import MembershipSink
 from streams.engine.stats import EngineStats
+from streams.engine.timers import Timers
 from streams.storage.definitions import DefinitionSet
 from streams.storage.state import StateStore
 
@@ -54,6 +58,7 @@ class Engine:
         self.intake = Intake(topics, partitions, output, self.stats)
         self.sink = MembershipSink(topics, output, self.stats)
         self.backfill = Backfill(store, self)
+        self.timers = Timers(store, self)
         self.apply_chunk = APPLY_CHUNK
         self.set_definitions(definitions)
 
@@ -68,6 +73,10 @@ class Engine:
 
     def own(self, partition: int) -> None:
         self.cache.own(partition)
+
+    def schedule(self, state: FeatureState, now_ms: int) -> int | None:
+        """The customer's next re-evaluation with time alone under the current definitions."""
+        return self.index.next_change(state, now_ms)
 
     def release(self, partitions: Iterable[int]) -> None:
         """Stop owning `partitions` (after the checkpoint drained them)."""
@@ -113,8 +122,9 @@ class Engine:
         """Step 3 for `events` of one partition: apply, re-evaluate, emit changes, and note the
         changed states in the partition's share of the open group."""
         cache = self.cache.of(partition)
-        write, dirty = share.write, share.dirty
+        write, dirty, timed = share.write, share.dirty, share.timed
         evaluate, emit = self.index.evaluate, self.sink.emit
+        time_fields, horizon_ms = self.index.time_fields, self.index.horizon_ms
         applied = duplicates = 0
         for event in events:
             customer_id = event.customer_id
@@ -128,12 +138,14 @@ class Engine:
                 continue
             if state is None:
                 state = cache[customer_id] = new_state()
-            changed = apply_event(state, event, now_ms)
+            changed = apply_event(state, event, now_ms, horizon_ms)
             if changed is None:
                 duplicates += 1
                 continue
             applied += 1
             dirty[customer_id] = state
+            if not changed.isdisjoint(time_fields):
+                timed.add(customer_id)
             new_mask = evaluate(state, now_ms, changed)
             if new_mask != state.segments_mask:
                 emit(customer_id, state, new_mask, "event", write, event.event_id)

@@ -43,6 +43,9 @@ consumer has the next records buffered before the loop asks; none within 50 ms m
 backlog is done, and the group's commit should not wait the idle poll's 200 ms for it."""
 DEFINITIONS_POLL_SECONDS: Final = 0.5
 KAFKA_COMMIT_SECONDS: Final = 0.5
+TIMER_POLL_MS: Final = 100
+"""Due timers are looked for this often: with the idle poll's wait, a timer fires within a few
+hundred ms of its instant (docs/design.md, "Timers")."""
 
 
 class Processor:
@@ -67,6 +70,7 @@ class Processor:
         self._last_kafka_commit = 0.0
         self._kafka_commit: asyncio.Future[None] | None = None
         self._to_report: dict[TopicPartition, int] = {}
+        self._timers_polled = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -95,7 +99,8 @@ class Processor:
                 cache_size=self.settings.state_cache,
             )
             self.checkpoint = Checkpoint(self.store, output, GroupPolicy(
-                self.settings.commit_group_from, self.settings.commit_group_max))
+                self.settings.commit_group_from, self.settings.commit_group_max),
+                schedule=self.engine.schedule)
             await self._consume(bootstrap)
         finally:
             await producer.stop()
@@ -135,8 +140,9 @@ class Processor:
         collector.enter()
         try:
             while not self._stopping.is_set():
-                poll_ms = (0 if engine.backfill.plans
-                           else GROUP_POLL_MS if checkpoint.is_open else IDLE_POLL_MS)
+                poll_ms = (0 if engine.backfill.plans or engine.timers.backlog
+                           else GROUP_POLL_MS if checkpoint.is_open
+                           else min(IDLE_POLL_MS, TIMER_POLL_MS))
                 fetch = asyncio.ensure_future(
                     consumer.getmany(timeout_ms=poll_ms, max_records=self.settings.batch_max))
                 # while a group flushes and commits, the next batch is fetched; a commit that
@@ -166,10 +172,12 @@ class Processor:
             await checkpoint.drain()
 
     async def _turn(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        """One batch (or none) and one chunk of each pending backfill, handed over.
+        """One batch (or none), one chunk of each pending backfill and the due timers, handed
+        over.
 
         Under a backlog (batches of `commit_group_from` records or more) consecutive batches
-        share one commit group; a smaller batch, an empty poll or a backfill step closes it.
+        share one commit group; a smaller batch, an empty poll, a backfill step or fired timers
+        close it.
         """
         engine, checkpoint = self.engine, self.checkpoint
         assert engine is not None and checkpoint is not None
@@ -179,8 +187,9 @@ class Processor:
         close = not records
         if records:
             await let_io_run()  # the fetcher asks for the next records first
-            close = checkpoint.begin(len(records))
-            await engine.prepare(records, self.clock(), checkpoint)
+            now = self.clock()
+            close = checkpoint.begin(len(records), now)
+            await engine.prepare(records, now, checkpoint)
             checkpoint.advance({(tp.topic, tp.partition): rs[-1].offset + 1
                                 for tp, rs in mine.items()})
         for p in sorted(engine.backfill.plans):
@@ -191,6 +200,11 @@ class Processor:
             if p not in engine.backfill.plans:
                 log.info("partition %d: backfill done, %d customers scanned, %d changes in "
                          "the last chunk", p, plan.scanned, flips)
+        now = self.clock()
+        if now - self._timers_polled >= TIMER_POLL_MS or engine.timers.backlog:
+            self._timers_polled = now
+            if await engine.timers.fire_due(owned, now, checkpoint):
+                close = True
         if records or checkpoint.is_open:
             await checkpoint.hand_over(close)
 

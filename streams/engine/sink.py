@@ -52,9 +52,13 @@ class MembershipSink:
         reason: str,
         write: PartitionWrite,
         cause_event_id: str | None,
+        cause: str | None = None,
     ) -> None:
         """Queue one record per bit flipped from `state.segments_mask` to `new_mask`, move the
         member counts in `write`, and set the mask (in the state and the write).
+
+        The records' ids derive from `cause` (a timer's `time@<due ms>`), else from the causing
+        event, else from the reason (backfill, deletions): the same flip, the same id.
 
         The per-change work is a lookup, the record's join, its append to the Kafka batch and a
         count: a cold start flips several segments per event.
@@ -69,7 +73,7 @@ class MembershipSink:
         key = customer_id.encode()
         who = SegmentRecords.who(customer_id, state.email)
         cause_tail = SegmentRecords.cause_tail(cause_event_id)
-        prefix = SegmentRecords.cause_prefix(cause_event_id)
+        prefix = SegmentRecords.cause_prefix(cause or cause_event_id)
         suffixes = SegmentRecords.customer_suffixes(customer_id)
         counts = write.counts
         added = removed = 0

@@ -20,3 +20,9 @@ class EngineStats:
     backfilled: int = 0
     """Membership changes emitted by backfills."""
     applied_during_backfill: int = 0
+    timers_fired: int = 0
+    """Due timers whose customer was re-evaluated."""
+    time_changes: int = 0
+    """Membership changes emitted by fired timers."""
+    timer_lateness_ms: int = 0
+    """The latest fired timer's lateness: when it fired less when it was due."""

@@ -9,6 +9,8 @@ partition commits in one atomic script call on one slot, on one Redis and on Red
     <prefix>:{p3}:counts         hash   segment id -> members in this partition
     <prefix>:{p3}:offsets        hash   "<topic>:<partition>" -> next offset to read
     <prefix>:{p3}:meta           hash   applied definitions fingerprint, ...
+    <prefix>:{p3}:timers         zset   customer_id scored by the epoch ms of its next
+                                        re-evaluation with time alone (one per customer)
 
 Memberships are one bitmask per customer rather than a set per segment: a set pays per
 membership, a mask once per customer for all its segments (docs/design.md, "Memberships as one
@@ -64,6 +66,10 @@ class PartitionKeys:
     def counts(self) -> str:
         return f"{self.tag}:counts"
 
+    @property
+    def timers(self) -> str:
+        return f"{self.tag}:timers"
+
 
 @dataclass
 class PartitionWrite:
@@ -79,6 +85,8 @@ class PartitionWrite:
     meta: dict[str, str] = field(default_factory=dict)
     drop_segments: set[str] = field(default_factory=set)
     """Segments deleted for good: their counts go."""
+    timers: dict[str, int | None] = field(default_factory=dict)
+    """customer id -> its next re-evaluation (epoch ms), or None: it has none."""
 
     def put_state(self, customer_id: str, blob: bytes) -> None:
         self.states[customer_id] = blob
@@ -97,7 +105,7 @@ class PartitionWrite:
     def is_empty(self) -> bool:
         return not (
             self.states or self.deleted or self.masks or self.counts or self.offsets
-            or self.meta or self.drop_segments
+            or self.meta or self.drop_segments or self.timers
         )
 
 
@@ -105,9 +113,10 @@ class PartitionWrite:
 # a single command instead of redis-py packing every field of HSET/HDEL in Python (a cold batch
 # has thousands of arguments); the server unpacks it with cmsgpack.
 # Every key it touches is in KEYS and shares the partition's hash tag: valid on Redis Cluster.
-# KEYS: state, offsets, meta, masks, counts
+# KEYS: state, offsets, meta, masks, counts, timers
 # payload: [states flat, deleted, masks flat, masks to remove, counts flat (segment, delta),
-#           counts to remove, offsets flat, meta flat]
+#           counts to remove, offsets flat, meta flat, timers flat (at, customer), timers to
+#           remove]
 _COMMIT_LUA: Final = """
 local p = cmsgpack.unpack(ARGV[1])
 local function each(cmd, key, items, step)
@@ -123,6 +132,8 @@ for i = 1, #p[5], 2 do redis.call('HINCRBY', KEYS[5], p[5][i], p[5][i + 1]) end
 each('HDEL', KEYS[5], p[6], 1000)
 each('HSET', KEYS[2], p[7], 2000)
 each('HSET', KEYS[3], p[8], 2000)
+each('ZADD', KEYS[6], p[9], 2000)
+each('ZREM', KEYS[6], p[10], 1000)
 return 1
 """
 _PAYLOAD: Final = msgspec.msgpack.Encoder()
@@ -207,7 +218,7 @@ class StateStore:
 
     def _commit_args(self, partition: int, write: PartitionWrite) -> tuple[list[str], list[bytes]]:
         keys = self.keys(partition)
-        names = [keys.state, keys.offsets, keys.meta, keys.masks, keys.counts]
+        names = [keys.state, keys.offsets, keys.meta, keys.masks, keys.counts, keys.timers]
         masks: list[Any] = []
         unmasked = list(write.deleted)
         for customer_id, mask in write.masks.items():
@@ -221,9 +232,17 @@ class StateStore:
             if delta and segment_id not in write.drop_segments:
                 counts.append(segment_id)
                 counts.append(str(delta))
+        timers: list[Any] = []
+        untimed: list[str] = []
+        for customer_id, at in write.timers.items():
+            if at is None:
+                untimed.append(customer_id)
+            else:
+                timers.append(str(at))
+                timers.append(customer_id)
         payload = _PAYLOAD.encode((
             _flat(write.states), list(write.deleted), masks, unmasked, counts,
-            list(write.drop_segments), _flat(write.offsets), _flat(write.meta),
+            list(write.drop_segments), _flat(write.offsets), _flat(write.meta), timers, untimed,
         ))
         return names, [payload]
 
@@ -299,6 +318,32 @@ class StateStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(partitions):
                 pipe.hlen(self.keys(p).state)
+            counts: list[int] = await pipe.execute()
+        return sum(counts)
+
+    async def due_timers(
+        self, partitions: list[int], now_ms: int, limit: int
+    ) -> dict[int, list[tuple[str, int]]]:
+        """Per partition, up to `limit` customers whose timer is due at `now_ms`, earliest
+        first, with their due instant: one round trip for all partitions."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.zrangebyscore(self.keys(p).timers, "-inf", now_ms, start=0, num=limit,
+                                   withscores=True)
+            rows: list[list[tuple[bytes, float]]] = await pipe.execute()
+        return {p: [(c.decode(), int(at)) for c, at in row]
+                for p, row in zip(partitions, rows, strict=True) if row}
+
+    async def timer_of(self, partition: int, customer_id: str) -> int | None:
+        """The customer's next re-evaluation with time alone, if one is scheduled."""
+        at: float | None = await self.redis.zscore(self.keys(partition).timers, customer_id)
+        return None if at is None else int(at)
+
+    async def timer_count(self, partitions: int) -> int:
+        """Scheduled re-evaluations over all partitions."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(partitions):
+                pipe.zcard(self.keys(p).timers)
             counts: list[int] = await pipe.execute()
         return sum(counts)
 

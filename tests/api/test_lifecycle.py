@@ -144,3 +144,27 @@ async def test_preview_counts_stored_customers(api: Api, redis_client: Redis):
         {"conditions": [{"field": "total_spent", "op": "gt", "value": "lots"}]}]})
     assert assert_error(invalid, 422)["details"][0]["path"] == "groups[0].conditions[0].value"
     assert (await api.client.get("/segments")).json() == {"segments": []}  # nothing created
+
+
+async def test_a_customer_shows_its_next_re_evaluation_and_the_condition_it_is_for(
+    api: Api, redis_client: Redis
+):
+    day = 86_400_000
+    placed = 1_798_000_000_000  # 2026-12-23T08:26:40Z
+    lapsing = {"id": "lapsing", "name": "Ordered within 30 days", "groups": [{"conditions": [
+        {"field": "order_count", "op": "gte", "value": 1},
+        {"field": "last_order_at", "op": "within_last", "value": {"days": 30}}]}]}
+    assert (await api.client.post("/segments", json=lapsing)).status_code == 201
+    async with running_processor(api.settings, redis_client):
+        at = "2026-12-23T08:26:40Z"
+        placed_event = event("order.placed", "c-next", "c-next-o1",
+                             {"order_id": "c-next-o1", "total": "5"}, at=at)
+        assert (await api.client.post("/events", json=placed_event)).status_code == 202
+        await wait_for(lambda: _states(api, "c-next"), what="c-next stored")
+        body = (await api.client.get("/customers/c-next")).json()
+    flip = "2027-01-22T08:26:40.001Z"  # 30 days and 1 ms after the order
+    assert placed + 30 * day + 1 == 1_800_592_000_001
+    assert body["next_evaluation"] == {"at": flip, "scheduled": True, "conditions": [{
+        "segment_id": "lapsing", "path": "groups[0].conditions[1]", "field": "last_order_at",
+        "op": "within_last", "value": {"days": 30}, "within_days": None, "changes_at": flip}]}
+    assert body["segments"] == ["lapsing"]

@@ -261,6 +261,7 @@ class EngineRig:
 
     async def apply(self, batch: list[Rec], now_ms: int) -> None:
         """Prepare a batch into the open group; its records wait in the output."""
+        self.checkpoint.begin(len(batch), now_ms)
         await self.engine.prepare(batch, now_ms, self.checkpoint)
         positions: dict[tuple[str, int], int] = {}
         for r in batch:
@@ -284,6 +285,12 @@ class EngineRig:
                    if await self.engine.backfill.plan(p, self.checkpoint)}
         await self.checkpoint.drain()
         return planned
+
+    async def fire_timers(self, now_ms: int) -> int:
+        """Fire the due timers of every partition, sent and committed; how many fired."""
+        fired = await self.engine.timers.fire_due(self.engine.owned, now_ms, self.checkpoint)
+        await self.checkpoint.drain()
+        return fired
 
     async def backfill_step(self, partition: int, now_ms: int, chunk: int = 2000) -> int:
         """One backfill step of `partition`, sent and committed; the changes it emitted."""
@@ -310,7 +317,8 @@ async def engine_on(settings: Settings, redis: Redis, cache_size: int = 200_000,
                         cache_size=cache_size)
         for p in range(settings.partitions):
             engine.own(p)
-        yield EngineRig(engine, Checkpoint(store, output, policy or GroupPolicy()), store)
+        checkpoint = Checkpoint(store, output, policy or GroupPolicy(), schedule=engine.schedule)
+        yield EngineRig(engine, checkpoint, store)
     finally:
         await producer.stop()
 

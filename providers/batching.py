@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from segments.membership import parse_membership
+from segments.membership import UPDATED, parse_membership
 
 TP = tuple[str, int]
 """(topic, partition), kept free of aiokafka so this module stays pure."""
@@ -48,13 +48,17 @@ class Change:
     customer_id: str
     email: str | None
     added: bool
+    """Whether the customer is a member after this change (``member_updated`` too)."""
+    updated: bool = False
+    """A ``member_updated``: the member's email was set or changed."""
+    previous_email: str | None = None
 
     @classmethod
     def parse(cls, tp: TP, offset: int, key: bytes | None, value: bytes) -> Change:
         """Decode a record read at ``tp``/``offset``; ``InvalidMembership`` if it is none."""
         body = parse_membership(value)
         return cls(tp, offset, key, value, body.event_id, body.segment_id, body.customer_id,
-                   body.email, body.added)
+                   body.email, body.member, body.kind == UPDATED, body.previous_email)
 
 
 @dataclass(slots=True)

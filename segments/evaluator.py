@@ -33,7 +33,7 @@ from segments.definitions import SegmentDefinition, check_graph
 from segments.errors import DefinitionError
 from segments.events import CustomerDeleted, Event
 from segments.features import FeatureState, apply_event, new_state
-from segments.schedule import TimeChange, time_changes
+from segments.schedule import TimeChange, time_changes, trigger_fields
 
 NO_CHANGE: Final[frozenset[str]] = frozenset()
 """A changed set naming no field: only time moved (time-relative segments and those building on
@@ -63,10 +63,11 @@ class SegmentIndex:
         self._explainers: dict[str, Explain] = {}
         self.horizon_ms: int = max((d.window_ms for d in definitions), default=0)
         """History windows need: timelines and purchase times are kept this long before now."""
-        self.time_fields: frozenset[str] = frozenset(
-            {ANY_FIELD, *(c.field for d in definitions if d.time_relative
-                          for group in d.groups for c in group if c.time_relative)})
-        """Fields whose change can move a customer's next time change (with `ANY_FIELD`)."""
+        triggers = {name for d in definitions if d.time_relative for group in d.groups
+                    for c in group if c.time_relative for name in trigger_fields(c)}
+        self.time_fields: frozenset[str] = frozenset({ANY_FIELD, *triggers} if triggers else ())
+        """Changed fields after which a customer's next time change must be computed again
+        (`ANY_FIELD` too); empty when no segment is time-relative."""
         self._next_change: NextChange | None = None
 
     def evaluate(self, state: FeatureState, now_ms: int, changed: frozenset[str]) -> int:

@@ -17,7 +17,9 @@ import orjson
 
 ADDED = "segment.member_added"
 REMOVED = "segment.member_removed"
-KINDS: Final = (ADDED, REMOVED)
+UPDATED = "segment.member_updated"
+"""The email of a current member was set or changed: outside the added/removed alternation."""
+KINDS: Final = (ADDED, REMOVED, UPDATED)
 
 
 class InvalidMembership(ValueError):
@@ -33,7 +35,16 @@ class MembershipChange:
     customer_id: str
     email: str | None
     """Stripped; None when the record has none, or only blanks."""
-    added: bool
+    kind: str
+    """`ADDED`, `REMOVED` or `UPDATED`."""
+    previous_email: str | None = None
+    """`UPDATED` only: the email before (None: the member had none)."""
+
+    @property
+    def member(self) -> bool:
+        """Whether the customer is in the segment after this change (an update is of a
+        member)."""
+        return self.kind != REMOVED
 
 
 def parse_membership(value: bytes) -> MembershipChange:
@@ -43,14 +54,19 @@ def parse_membership(value: bytes) -> MembershipChange:
     except orjson.JSONDecodeError as exc:
         raise InvalidMembership(f"invalid JSON: {exc}") from None
     if not isinstance(body, dict) or body.get("type") not in KINDS:
-        raise InvalidMembership("not a membership change (type must be member_added/removed)")
+        raise InvalidMembership(
+            "not a membership change (type must be member_added, member_removed or "
+            "member_updated)")
     for name in ("event_id", "segment_id", "customer_id"):
         if not isinstance(body.get(name), str) or not body[name]:
             raise InvalidMembership(f"`{name}` is missing or not a string")
-    email = body.get("email")
-    email = email.strip() if isinstance(email, str) and email.strip() else None
-    return MembershipChange(body["event_id"], body["segment_id"], body["customer_id"], email,
-                            body["type"] == ADDED)
+    return MembershipChange(body["event_id"], body["segment_id"], body["customer_id"],
+                            _email(body.get("email")), body["type"],
+                            _email(body.get("previous_email")))
+
+
+def _email(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 _BLAKE2B_128: Final = hashlib.blake2b(digest_size=16)

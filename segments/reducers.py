@@ -415,6 +415,8 @@ def _note_subscription(
     subs = state.subscriptions.values()
     _assign(state, "active_subscriptions", {p for p, _, on in subs if on}, changed)
     _assign(state, "cancelled_subscriptions", {p for p, _, on in subs if not on}, changed)
+    if active or (known is not None and known[2]):  # a start time moved: windows changed
+        changed.add("active_subscriptions")
 
 
 _CREATED_EVENTS: Final = frozenset({ProspectCreated, CustomerCreated})

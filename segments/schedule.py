@@ -43,6 +43,21 @@ WINDOW_TIMES: Final = {"products_purchased": "product_times",
 subscriptions' start times)."""
 
 
+_TIMELINE_COUNTS: Final = {"orders": "order_count", "declines": "decline_count",
+                            "refunds": "refund_count", "chargebacks": "chargeback_count"}
+
+
+def trigger_fields(condition: Condition) -> frozenset[str]:
+    """The changed fields (as `apply_event` reports them) after which the condition's next
+    change must be computed again: its own field, and for a window over timelines the counts
+    of every timeline it reads (an entry of amount 0 changes no sum, yet it will leave the
+    window)."""
+    if condition.window_ms is None or condition.field not in WINDOW_TIMELINES:
+        return frozenset({condition.field})
+    timelines = WINDOW_TIMELINES[condition.field]
+    return frozenset({condition.field, *(_TIMELINE_COUNTS[name] for name in timelines)})
+
+
 @dataclass(frozen=True, slots=True)
 class TimeChange:
     """One condition's next change with time alone."""

@@ -118,6 +118,35 @@ def membership_record(
     return orjson.dumps(record)
 
 
+def email_update_record(
+    *,
+    segment_id: str,
+    version: int,
+    customer_id: str,
+    email: str | None,
+    previous_email: str | None,
+    changed_at: str,
+    cause_event_id: str,
+) -> bytes:
+    """A `segment.member_updated`: the email of a current member was set or changed.
+
+    Its id derives from the causing event like an added or removed one's; it takes no part in
+    the added/removed alternation, so a consumer tracking membership only may ignore it.
+    """
+    return orjson.dumps({
+        "event_id": change_id(cause_event_id, segment_id, version, customer_id, UPDATED),
+        "type": UPDATED,
+        "segment_id": segment_id,
+        "segment_version": version,
+        "customer_id": customer_id,
+        "email": email,
+        "previous_email": previous_email,
+        "changed_at": changed_at,
+        "reason": "event",
+        "cause_event_id": cause_event_id,
+    })
+
+
 class SegmentRecords:
     """Membership records of one segment version, byte-identical to `membership_record`.
 

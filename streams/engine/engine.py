@@ -6,7 +6,8 @@
 2. `StateCache.load`: one HMGET per partition for the states the cache lacks;
 3. apply each event to its customer's state (`segments.features.apply_event`), re-evaluate only
    the segments whose inputs changed (`SegmentIndex.evaluate`), hand each change of membership
-   to the `MembershipSink`, and mark the customer's timer for recomputation when a field that
+   to the `MembershipSink` (and a `member_updated` per segment it stays in when its email was
+   set or changed), and mark the customer's timer for recomputation when a field that
    time-relative conditions read changed, all into the checkpoint's open group.
 
 Due timers are fired by `streams.engine.timers` into the same open group.
@@ -138,6 +139,7 @@ class Engine:
                 continue
             if state is None:
                 state = cache[customer_id] = new_state()
+            email = state.email
             changed = apply_event(state, event, now_ms, horizon_ms)
             if changed is None:
                 duplicates += 1
@@ -147,7 +149,11 @@ class Engine:
             if not changed.isdisjoint(time_fields):
                 timed.add(customer_id)
             new_mask = evaluate(state, now_ms, changed)
-            if new_mask != state.segments_mask:
+            old_mask = state.segments_mask
+            if new_mask != old_mask:
                 emit(customer_id, state, new_mask, "event", write, event.event_id)
+            if "email" in changed and old_mask & new_mask:
+                self.sink.email_updated(customer_id, old_mask & new_mask, state.email, email,
+                                        event.event_id)
         self.stats.applied += applied
         self.stats.duplicates += duplicates

@@ -11,7 +11,7 @@ from typing import Any
 
 from segments.definitions import SegmentDefinition
 from segments.features import FeatureState
-from segments.membership import SegmentRecords, iso_ms
+from segments.membership import SegmentRecords, email_update_record, iso_ms
 from streams.broker.topics import TopicNames
 from streams.engine.output import BatchProducer
 from streams.engine.stats import EngineStats
@@ -98,6 +98,27 @@ class MembershipSink:
         self._stats.added += added
         self._stats.removed += removed
         write.masks[customer_id] = new_mask
+
+    def email_updated(
+        self, customer_id: str, mask: int, email: str | None, previous_email: str | None,
+        cause_event_id: str,
+    ) -> None:
+        """Queue a `segment.member_updated` for each live segment in `mask` (the customer was
+        and stays a member): its email was set or changed by the event `cause_event_id`."""
+        output = self._output
+        sink = output.pending(self._topic, output.partition_of(self._topic, customer_id))
+        key = customer_id.encode()
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            definition = self._by_slot.get(low.bit_length() - 1)
+            if definition is None:
+                continue  # a deleted segment's bit: its removal follows
+            sink.add(key, email_update_record(
+                segment_id=definition.id, version=definition.version, customer_id=customer_id,
+                email=email, previous_email=previous_email, changed_at=self._changed_at,
+                cause_event_id=cause_event_id))
+            self._stats.email_updates += 1
 
     def _segment_records(self, slot: int, reason: str) -> SegmentRecords | None:
         """Records of the segment behind a bit (live, or deleted: a tombstone) in this batch."""

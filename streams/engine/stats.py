@@ -16,6 +16,8 @@ class EngineStats:
     forwarded: int = 0
     added: int = 0
     removed: int = 0
+    email_updates: int = 0
+    """`segment.member_updated` records: a member's email set or changed."""
     batches: int = 0
     backfilled: int = 0
     """Membership changes emitted by backfills."""

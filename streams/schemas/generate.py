@@ -270,7 +270,10 @@ def membership_schema() -> Schema:
     return _file(
         MEMBERSHIP, "segment membership change",
         "A record of the `segment-membership` topic, keyed by `customer_id` (contract "
-        "section 7). For each customer and segment, added and removed alternate. A change "
+        "section 7). For each customer and segment, added and removed alternate. "
+        "`segment.member_updated` says that the email of a current member was set or changed "
+        "(`previous_email` is the one before, null when there was none); it takes no part in "
+        "the alternation, and a consumer that tracks membership only may ignore it. A change "
         "may be delivered twice, always with the same `event_id`.",
         {
             "type": "object",
@@ -279,13 +282,18 @@ def membership_schema() -> Schema:
             "properties": {
                 "event_id": _string("Deterministic: the same change always has the same id.",
                                     min_length=1),
-                "type": {"enum": ["segment.member_added", "segment.member_removed"]},
+                "type": {"enum": ["segment.member_added", "segment.member_removed",
+                                  "segment.member_updated"]},
                 "segment_id": {"$ref": "#/$defs/id"},
                 "segment_version": {"type": "integer", "minimum": 1,
                                     "description": "The definition version that decided."},
                 "customer_id": {"$ref": "#/$defs/id"},
                 "email": {**_nullable({"type": "string"}),
                           "description": "The member's email; null when it has none."},
+                "previous_email": {
+                    **_nullable({"type": "string"}),
+                    "description": "`segment.member_updated` only: the email before the change; "
+                                   "null when the member had none."},
                 "changed_at": {"$ref": "#/$defs/timestamp"},
                 "reason": {
                     "enum": ["event", "time", "backfill", "segment_deleted", "customer_deleted"],

@@ -14,7 +14,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segments.membership import SegmentRecords, change_id, iso_ms, membership_record
+from segments.membership import (
+    SegmentRecords,
+    change_id,
+    email_update_record,
+    iso_ms,
+    membership_record,
+    parse_membership,
+)
 from streams.schemas import SCHEMA_NAMES
 from tests.schemas.helpers import validator
 
@@ -50,6 +57,27 @@ def test_membership_records_validate(added: bool, segment_id: str, version: int,
         cause=cause_event_id or reason, cause_event_id=cause_event_id))
     errors = [e.message for e in validator("membership").iter_errors(record)]
     assert not errors, (errors, record)
+
+
+@settings(max_examples=100, deadline=None)
+@given(segment_id=st.text(min_size=1, max_size=20), version=st.integers(1, 2**31),
+       customer_id=st.text(min_size=1, max_size=20), email=st.none() | st.emails(),
+       previous=st.none() | st.emails(), changed_ms=st.integers(0, 253402300799999),
+       cause_event_id=st.text(min_size=1, max_size=128))
+def test_email_update_records_validate(segment_id: str, version: int, customer_id: str,
+                                       email: str | None, previous: str | None,
+                                       changed_ms: int, cause_event_id: str) -> None:
+    raw = email_update_record(segment_id=segment_id, version=version, customer_id=customer_id,
+                              email=email, previous_email=previous,
+                              changed_at=iso_ms(changed_ms), cause_event_id=cause_event_id)
+    record = orjson.loads(raw)
+    errors = [e.message for e in validator("membership").iter_errors(record)]
+    assert not errors, (errors, record)
+    assert record["event_id"] == change_id(cause_event_id, segment_id, version, customer_id,
+                                           "segment.member_updated")
+    parsed = parse_membership(raw)
+    assert (parsed.kind, parsed.member, parsed.previous_email) == (
+        "segment.member_updated", True, (previous and previous.strip()) or None)
 
 
 def _record(**change: Any) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = False
     """Enable the idempotent producer (real Kafka; the embedded broker has no InitProducerId)."""
     session_timeout_ms: Positive = 10_000
+    task_idle_ms: Annotated[int, Field(ge=0)] = 300
+    """How long a partition's inputs wait for one of them that has records at the broker but
+    none fetched, before the others' records go ahead (event-time order across topics)."""
     backfill_chunk: Positive = 2000
     """Customers re-evaluated per backfill step, between live batches."""
     provider_refresh_s: Positive = 900

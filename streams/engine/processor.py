@@ -2,7 +2,8 @@
 
 It subscribes to `customers`, `orders` and the internal repartition topic with the range
 assignor, so partition p of all three goes to the same member (co-partitioning). One turn of
-its loop is: poll; `Engine.prepare` applies the batch into the `Checkpoint`'s open group;
+its loop is: poll; the `EventTimeAligner` releases each partition's records in timestamp order
+across the three topics; `Engine.prepare` applies them into the `Checkpoint`'s open group;
 `Checkpoint.hand_over` sends the batch's records and, when the group closes, queues its commit.
 Offsets stored in Redis beside the state are the truth: on assignment each partition seeks to
 them. Kafka offsets are committed too, after Redis, so that `segstream lag` and operators' tools
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 from streams.aio import let_io_run
 from streams.broker.topics import TopicNames, cluster_id, ensure_topics, high_watermarks
 from streams.clock import wall_clock_ms
+from streams.engine.alignment import EventTimeAligner
 from streams.engine.checkpoint import Checkpoint, GroupPolicy
 from streams.engine.collector import collector
 from streams.engine.engine import Engine
@@ -71,6 +73,8 @@ class Processor:
         self._kafka_commit: asyncio.Future[None] | None = None
         self._to_report: dict[TopicPartition, int] = {}
         self._timers_polled = 0
+        self.aligner: EventTimeAligner | None = None
+        self._paused: set[TopicPartition] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -120,10 +124,9 @@ class Processor:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
         )
-        consumer.subscribe(
-            [self.topics.customers, self.topics.orders, self.topics.repartition],
-            listener=_Rebalance(self),
-        )
+        inputs = [self.topics.customers, self.topics.orders, self.topics.repartition]
+        self.aligner = EventTimeAligner(inputs, self.settings.task_idle_ms, consumer.highwater)
+        consumer.subscribe(inputs, listener=_Rebalance(self))
         await consumer.start()
         try:
             await self._loop(consumer)
@@ -140,8 +143,9 @@ class Processor:
         collector.enter()
         try:
             while not self._stopping.is_set():
+                assert self.aligner is not None
                 poll_ms = (0 if engine.backfill.plans or engine.timers.backlog
-                           else GROUP_POLL_MS if checkpoint.is_open
+                           else GROUP_POLL_MS if checkpoint.is_open or self.aligner.buffered
                            else min(IDLE_POLL_MS, TIMER_POLL_MS))
                 fetch = asyncio.ensure_future(
                     consumer.getmany(timeout_ms=poll_ms, max_records=self.settings.batch_max))
@@ -179,19 +183,19 @@ class Processor:
         share one commit group; a smaller batch, an empty poll, a backfill step or fired timers
         close it.
         """
-        engine, checkpoint = self.engine, self.checkpoint
-        assert engine is not None and checkpoint is not None
+        engine, checkpoint, aligner = self.engine, self.checkpoint, self.aligner
+        assert engine is not None and checkpoint is not None and aligner is not None
         owned = engine.owned
-        mine = {tp: rs for tp, rs in batch.items() if rs and tp.partition in owned}
-        records = [r for rs in mine.values() for r in rs]
+        aligner.add(batch)
+        self._pause_full_buffers(aligner)
+        records, positions = aligner.release(self.clock(), self.settings.batch_max)
         close = not records
         if records:
             await let_io_run()  # the fetcher asks for the next records first
             now = self.clock()
             close = checkpoint.begin(len(records), now)
             await engine.prepare(records, now, checkpoint)
-            checkpoint.advance({(tp.topic, tp.partition): rs[-1].offset + 1
-                                for tp, rs in mine.items()})
+            checkpoint.advance(positions)
         for p in sorted(engine.backfill.plans):
             plan = engine.backfill.plans[p]
             flips = await engine.backfill.step(p, self.clock(), self.settings.backfill_chunk,
@@ -207,6 +211,18 @@ class Processor:
                 close = True
         if records or checkpoint.is_open:
             await checkpoint.hand_over(close)
+
+    def _pause_full_buffers(self, aligner: EventTimeAligner) -> None:
+        """Stop fetching topic-partitions whose buffer waits full for another input."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        full = aligner.full() & consumer.assignment()
+        if full - self._paused:
+            consumer.pause(*(full - self._paused))
+        if self._paused - full:
+            consumer.resume(*((self._paused - full) & consumer.assignment()))
+        self._paused = full
 
     async def _commit_kafka(self, force: bool = False) -> None:
         """Tell the group how far we are (for lag); Redis offsets remain the truth.
@@ -267,6 +283,7 @@ class Processor:
         ends = await high_watermarks(self.settings.kafka_bootstrap, [
             tp for tp in assigned if stored_offsets[tp.partition].get(_field(tp), 0) > 0
         ])
+        seeked: dict[TopicPartition, int] = {}
         for p, tps in sorted(by_partition.items()):
             stored = stored_offsets[p]
             if any(stored.get(_field(tp), 0) > ends.get(tp, 0) for tp in tps):
@@ -280,9 +297,12 @@ class Processor:
             for tp in tps:
                 # offset 0 where nothing is stored: out of range after retention, it resets to
                 # the earliest (auto_offset_reset); seek_to_beginning would wait per partition
-                consumer.seek(tp, stored.get(_field(tp), 0))
+                seeked[tp] = stored.get(_field(tp), 0)
+                consumer.seek(tp, seeked[tp])
             self.engine.own(p)
             await self._plan_backfill(p)
+        if self.aligner is not None:
+            self.aligner.assign(seeked)
         log.info("assigned partitions %s", sorted(by_partition))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -293,6 +313,9 @@ class Processor:
         partitions = {tp.partition for tp in revoked}
         self.engine.release(partitions)
         self.checkpoint.release(partitions)
+        if self.aligner is not None:
+            self.aligner.revoke(partitions)
+        self._paused -= set(revoked)
         self._to_report = {tp: o for tp, o in self._to_report.items() if tp not in revoked}
         if revoked:
             log.info("revoked partitions %s", sorted(partitions))

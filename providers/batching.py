@@ -1,17 +1,24 @@
 """Pure bookkeeping of the sync worker: membership changes, batches, committable offsets.
 
 No I/O here. A ``Bucket`` gathers the changes bound for one (profile, list, segment
-or tag); per customer it keeps the final state (an add then a remove becomes the
-remove) and every record that state stands for, so all of them count as done
+or tag); per customer it folds them into a ``Plan`` (``start``, then ``step`` per
+record) whose ``Action`` says what the provider must do so that it holds the final
+state, and keeps every record the plan stands for, so all of them count as done
 together. ``OffsetTracker`` knows, per partition, the first offset not yet done:
 committing up to it never skips an unconfirmed change.
+
+The plan is safe to repeat and does not trust that an email it names is absent at
+the provider: after a crash the records come again, and some of them may already
+have been sent. So a member whose email changed is moved from the email the
+provider may hold (a move from an absent email is an upsert), and every other email
+the records named is taken out (absent ones count as done).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from segments.membership import UPDATED, parse_membership
@@ -61,12 +68,89 @@ class Change:
                    body.email, body.member, body.kind == UPDATED, body.previous_email)
 
 
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the provider must do for one customer: take out ``remove``, then put the member
+    under ``send`` (moved from ``move_from`` when given), in the segment or tag if any."""
+
+    send: str | None = None
+    move_from: str | None = None
+    remove: tuple[str, ...] = ()
+    missing_email: bool = False
+    """A member without an email: nothing to send; dead-lettered so it is visible."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One customer's records folded: membership and newest email after them, and what the
+    provider may hold. ``held`` is the email it may hold from before them: an update's
+    ``previous_email``, or the email of an add or remove (an add may have been sent
+    already, by a run that crashed before committing)."""
+
+    member: bool
+    email: str | None
+    held: str | None
+    named: tuple[str, ...]
+    """Every email the records carry (``held`` and ``email`` too), in order, without
+    case-insensitive repeats: any of them may be at the provider."""
+
+    def action(self) -> Action:
+        """Gone, or without an email: every email named comes out. Otherwise the member
+        goes under the newest email, moved from ``held`` when that differs."""
+        if not self.member or self.email is None:
+            return Action(remove=self.named, missing_email=self.member)
+        moved = self.held if self.held and not _same(self.held, self.email) else None
+        rest = [e for e in self.named if not _same(e, self.email) and not _same(e, moved)]
+        return Action(send=self.email, move_from=moved, remove=_unique(*rest))
+
+
+def start(change: Change) -> Plan:
+    """The plan of a customer's first record in a bucket."""
+    if change.updated:
+        return Plan(True, change.email or change.previous_email, change.previous_email,
+                    _unique(change.previous_email, change.email))
+    return Plan(change.added, change.email, change.email, _unique(change.email))
+
+
+def step(plan: Plan, change: Change) -> Plan:
+    """The plan after one more record of the customer. An update without an email leaves
+    the newest email as it was; an add or remove carries the customer's email as it is."""
+    if change.updated:
+        email = change.email or plan.email
+        named = _unique(*plan.named, change.previous_email, change.email)
+    else:
+        email, named = change.email, _unique(*plan.named, change.email)
+    return replace(plan, member=change.added, email=email, named=named)
+
+
+def plan_of(changes: Sequence[Change]) -> Plan:
+    """``start`` with the first change, ``step`` with each later one."""
+    plan = start(changes[0])
+    for change in changes[1:]:
+        plan = step(plan, change)
+    return plan
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.strip().lower() == b.strip().lower()
+
+
+def _unique(*emails: str | None) -> tuple[str, ...]:
+    """The emails given, in order, without None and case-insensitive repeats."""
+    out: dict[str, str] = {}
+    for email in emails:
+        if email is not None:
+            out.setdefault(email.strip().lower(), email)
+    return tuple(out.values())
+
+
 @dataclass(slots=True)
 class Pending:
-    """A customer's final state in a bucket, and every record it stands for."""
+    """A customer's records in a bucket, the last of them, and the plan they fold into."""
 
     latest: Change
     records: list[Change]
+    plan: Plan
 
 
 @dataclass
@@ -81,13 +165,14 @@ class Bucket:
         return len(self.items)
 
     def add(self, change: Change) -> None:
-        """Take a change; a later change of the same customer replaces the earlier one."""
+        """Take a change; it folds into the plan of the customer's earlier ones."""
         pending = self.items.get(change.customer_id)
         if pending is None:
-            self.items[change.customer_id] = Pending(change, [change])
+            self.items[change.customer_id] = Pending(change, [change], start(change))
         else:
             pending.latest = change
             pending.records.append(change)
+            pending.plan = step(pending.plan, change)
 
     def absorb(self, newer: Bucket) -> None:
         """Put ``newer``'s changes on top of this bucket's (they came later)."""

@@ -18,8 +18,10 @@ checkpoint commits groups in the order they were opened. One group goes through 
 4. **Flush.** The group's commit waits until the broker acknowledged the records of every batch
    in it.
 5. **Commit.** After the previous group's commit, one atomic script call per partition writes
-   the states, membership masks, member counts and the next offsets to read
-   (`StateStore.commit_many`).
+   the states, membership masks, member counts, timers and the next offsets to read
+   (`StateStore.commit_many`). Each carries the partition's next commit number: a retried
+   call applies once, and a commit finding another writer's in its place (the partition moved
+   on, or Redis lost acknowledged writes) fails with `CommitFenced` instead of applying.
 6. **Report.** The Kafka positions the group covered are handed out by `take_committed`, for
    the processor to commit to the consumer group (lag tools read those); Redis offsets remain
    the truth.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -115,6 +118,10 @@ class Checkpoint:
         self._finishing: asyncio.Future[None] | None = None
         """The latest group's flush and commit; it waits for `_older`'s before committing."""
         self._older: asyncio.Future[None] | None = None
+        self._seq: dict[int, int] = {}
+        """Partition -> number of its last commit, for commits guarded against other writers."""
+        self.owner = uuid.uuid4().hex
+        """This checkpoint's name as the writer of the partitions it claims."""
         self._committed: dict[Position, int] = {}
         """Next positions to read, per topic-partition, committed since the last take."""
         self.commits = 0
@@ -201,6 +208,11 @@ class Checkpoint:
         group, self._group = self._group, None
         return set(group.partitions) if group is not None else set()
 
+    async def claim(self, partition: int) -> None:
+        """Become the only writer of `partition` in Redis: commits of its earlier owner (a
+        process that lost it but does not know yet) are fenced from now on."""
+        self._seq[partition] = await self._store.claim(partition, self.owner)
+
     def release(self, partitions: Iterable[int]) -> None:
         """Partitions this process no longer owns (after `drain`): forget their positions."""
         gone = set(partitions)
@@ -208,6 +220,8 @@ class Checkpoint:
             for p in gone:
                 self._group.partitions.pop(p, None)
         self._committed = {tp: o for tp, o in self._committed.items() if tp[1] not in gone}
+        for p in gone:
+            self._seq.pop(p, None)
 
     def take_committed(self) -> dict[Position, int]:
         """Step 6: the positions committed in Redis since the last call, for the consumer
@@ -279,6 +293,9 @@ class Checkpoint:
                 dirty, timers = share.dirty, write.timers
                 for customer_id in share.timed:
                     timers[customer_id] = schedule(dirty[customer_id], now_ms)
+            if p in self._seq:
+                self._seq[p] += 1
+                write.seq, write.owner = self._seq[p], self.owner
             writes[p] = write
         self._closed.append(writes)
         return writes, group.positions

@@ -277,6 +277,8 @@ class Processor:
         by_partition: dict[int, list[TopicPartition]] = {}
         for tp in assigned:
             by_partition.setdefault(tp.partition, []).append(tp)
+        for p in sorted(by_partition):  # first: a previous owner's late commits are fenced
+            await self.checkpoint.claim(p)
         stored_offsets = {p: await self.store.load_offsets(p) for p in sorted(by_partition)}
         # The broker is asked for its ends (a throwaway consumer's fetch) only where an offset
         # is stored to compare: not on a first start.
@@ -293,6 +295,7 @@ class Processor:
                     "from empty state.", p, stored, {str(tp): ends.get(tp) for tp in tps}, p,
                 )
                 await self._wipe(p)
+                await self.checkpoint.claim(p)  # the wipe took the claim with the rest
                 stored = {}
             for tp in tps:
                 # offset 0 where nothing is stored: out of range after retention, it resets to

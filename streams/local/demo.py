@@ -36,6 +36,13 @@ MAILCHIMP_SEGMENT = "demo-vip-us"  # the demo segment whose members go to the fa
 MAILCHIMP_TAG = "VIP US"
 
 
+_CHANGE_LABELS = {
+    "segment.member_added": "[green]+ added[/green]",
+    "segment.member_removed": "[red]- removed[/red]",
+    "segment.member_updated": "[cyan]~ email[/cyan]",
+}
+
+
 class DemoView:
     """What the live screen shows; updated by the producer and the membership watcher."""
 
@@ -63,10 +70,9 @@ class DemoView:
             counts.add_row(segment_id, name, str(self.members.get(segment_id, 0)), synced)
         recent = Table("changed_at", "customer", "change", "segment", "reason", expand=True)
         for change in reversed(self.recent):
-            added = change["type"].endswith("added")
             recent.add_row(
                 change["changed_at"][11:23], change["customer_id"],
-                "[green]+ added[/green]" if added else "[red]- removed[/red]",
+                _CHANGE_LABELS.get(change["type"], change["type"]),
                 change["segment_id"], change["reason"],
             )
         return Group(Panel(head, title="segstream demo  (Ctrl-C to stop)"), counts, recent)

@@ -87,6 +87,12 @@ class PartitionWrite:
     """Segments deleted for good: their counts go."""
     timers: dict[str, int | None] = field(default_factory=dict)
     """customer id -> its next re-evaluation (epoch ms), or None: it has none."""
+    seq: int | None = None
+    """This commit's number in the partition (None: unguarded), by the writer `owner` that
+    claimed it (`StateStore.claim`). It applies only if `owner` still holds the partition and
+    the last commit stored was `seq - 1`; if it was `seq`, this very commit was applied already
+    (a retried call) and nothing happens; anything else: `CommitFenced`."""
+    owner: str = ""
 
     def put_state(self, customer_id: str, blob: bytes) -> None:
         self.states[customer_id] = blob
@@ -116,8 +122,18 @@ class PartitionWrite:
 # KEYS: state, offsets, meta, masks, counts, timers
 # payload: [states flat, deleted, masks flat, masks to remove, counts flat (segment, delta),
 #           counts to remove, offsets flat, meta flat, timers flat (at, customer), timers to
-#           remove]
+#           remove]; ARGV[2], when given, the commit's sequence number (see PartitionWrite.seq)
+# and ARGV[3] the owner that claimed the partition
+# returns 1 (applied), 0 (applied before: a retry), -1 (fenced: another writer)
 _COMMIT_LUA: Final = """
+if ARGV[2] then
+  if redis.call('HGET', KEYS[3], 'owner') ~= ARGV[3] then return -1 end
+  local n = tonumber(ARGV[2])
+  local stored = tonumber(redis.call('HGET', KEYS[3], 'seq') or '0')
+  if stored == n then return 0 end
+  if stored ~= n - 1 then return -1 end
+  redis.call('HSET', KEYS[3], 'seq', ARGV[2])
+end
 local p = cmsgpack.unpack(ARGV[1])
 local function each(cmd, key, items, step)
   for i = 1, #items, step do
@@ -160,6 +176,16 @@ def _lua_bytes(blob: bytes) -> msgspec.Raw:
     return msgspec.Raw(head + blob)
 
 
+class CommitFenced(RuntimeError):
+    """A commit found another writer's commit in its place: the partition moved to another
+    processor (or Redis lost commits it had acknowledged). Nothing of the call was applied to
+    those partitions; the writer must reload them from Redis."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        super().__init__(f"partitions {partitions}: another writer committed first; reload them")
+        self.partitions = partitions
+
+
 class StateStore:
     """Reads and atomically writes the processor state of partitions in Redis."""
 
@@ -179,6 +205,16 @@ class StateStore:
             self.keys(partition).state, customer_ids
         )
         return result
+
+    async def claim(self, partition: int, owner: str) -> int:
+        """Make `owner` the partition's only writer (commits of any earlier owner are fenced
+        from now on); returns the number of the last commit stored."""
+        keys = self.keys(partition)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.meta, "owner", owner)
+            pipe.hget(keys.meta, "seq")
+            _, seq = await pipe.execute()
+        return int(seq or 0)
 
     async def load_offsets(self, partition: int) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys(partition).offsets)
@@ -205,16 +241,20 @@ class StateStore:
         order between them (each replays from its own stored offsets after a crash). One
         connection also keeps one query buffer on the server instead of one per partition.
         """
-        calls = [self._commit_args(p, w) for p, w in writes.items() if not w.is_empty()]
+        partitions = [p for p, w in writes.items() if not w.is_empty() or w.seq is not None]
+        calls = [self._commit_args(p, writes[p]) for p in partitions]
         if not calls:
             return
         if len(calls) == 1:
-            await self._commit_script(keys=calls[0][0], args=calls[0][1])
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await self._commit_script(keys=keys, args=args, client=pipe)
-            await pipe.execute()
+            results = [await self._commit_script(keys=calls[0][0], args=calls[0][1])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await self._commit_script(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
+        fenced = [p for p, result in zip(partitions, results, strict=True) if int(result) < 0]
+        if fenced:
+            raise CommitFenced(fenced)
 
     def _commit_args(self, partition: int, write: PartitionWrite) -> tuple[list[str], list[bytes]]:
         keys = self.keys(partition)
@@ -244,7 +284,9 @@ class StateStore:
             _flat(write.states), list(write.deleted), masks, unmasked, counts,
             list(write.drop_segments), _flat(write.offsets), _flat(write.meta), timers, untimed,
         ))
-        return names, [payload]
+        if write.seq is None:
+            return names, [payload]
+        return names, [payload, str(write.seq).encode(), write.owner.encode()]
 
     async def wipe_partition(self, partition: int) -> None:
         """Delete every key of a partition."""

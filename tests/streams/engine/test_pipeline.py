@@ -17,7 +17,7 @@ from streams.engine.processor import Processor
 from streams.settings import Settings
 from streams.storage.client import redis_client as redis_client_for
 from streams.storage.definitions import DefinitionStore
-from streams.storage.state import StateStore
+from streams.storage.state import CommitFenced, StateStore
 from tests.streams.helpers import (
     BIG_SPENDERS,
     changes,
@@ -212,3 +212,23 @@ async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothin
     sent = changes(await read_topic(settings, topics.membership, 2))
     assert {c["event_id"] for c in sent} == {sent[0]["event_id"]}  # the same change, twice
 
+
+
+async def test_a_processor_that_lost_its_partition_cannot_commit_over_the_new_owner(
+    settings: Settings, redis_client: Redis
+):
+    """A rebalance moved the partition while the old owner still had a batch to commit (a
+    long pause, a network split): the new owner's claim fences the old owner's commits."""
+    await create_topics(settings)
+    await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
+    p = owner_partition("c-zombie", settings.partitions)
+    offsets: dict[tuple[str, int], int] = {}
+    now = int(time.time() * 1000)
+    async with engine_on(settings, redis_client) as old, engine_on(settings, redis_client) as new:
+        await old.checkpoint.claim(p)
+        await old.process(records(settings, [order("c-zombie", 1, "150")], offsets), now)
+        await new.checkpoint.claim(p)
+        with pytest.raises(CommitFenced):
+            await old.process(records(settings, [order("c-zombie", 2, "150")], offsets), now + 1)
+    state = await state_of(settings, redis_client, "c-zombie")
+    assert state.order_count == 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
-from streams.storage.state import PartitionWrite, StateStore
+from streams.storage.state import CommitFenced, PartitionWrite, StateStore
 
 
 async def test_commit_writes_every_kind_of_change(redis_client: Redis) -> None:
@@ -71,3 +72,29 @@ async def test_commit_many_commits_each_partition(redis_client: Redis) -> None:
         assert await store.load_offsets(p) == {f"orders:{p}": p + 1}
         assert await store.members(p, 3) == [f"c-{p}"]
     assert await store.member_count(5, "vip") == 4
+
+
+async def test_a_claimed_partition_applies_each_numbered_commit_once_and_fences_others(
+    redis_client: Redis,
+) -> None:
+    store = StateStore(redis_client, f"t{uuid.uuid4().hex[:8]}")
+    assert await store.claim(3, "first") == 0
+
+    def write(seq: int, owner: str) -> PartitionWrite:
+        w = PartitionWrite(seq=seq, owner=owner)
+        w.count("vip", 1)
+        w.offsets["customers:3"] = seq * 10
+        return w
+
+    await store.commit_many({3: write(1, "first")})
+    await store.commit_many({3: write(1, "first")})  # a retried call: applied once
+    assert await store.member_count(4, "vip") == 1
+    with pytest.raises(CommitFenced):
+        await store.commit_many({3: write(3, "first")})  # a commit is missing in between
+    assert await store.claim(3, "second") == 1  # the partition moves on
+    with pytest.raises(CommitFenced) as fenced:
+        await store.commit_many({3: write(2, "first")})  # the old owner's late commit
+    assert fenced.value.partitions == [3]
+    await store.commit_many({3: write(2, "second")})
+    assert await store.member_count(4, "vip") == 2
+    assert await store.load_offsets(3) == {"customers:3": 20}

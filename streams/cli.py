@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from providers.batching import Target
+from providers.reconcile import ReconcileResult
 from streams.app import (
     UpOptions,
     discover_running,
@@ -76,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     lag = sub.add_parser("lag", help="consumer lag per group, topic and partition")
     lag.add_argument("--json", action="store_true", help="JSON instead of a table")
     lag.set_defaults(handler=_lag)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="make a segment's list, segment or tag at its provider hold exactly "
+        "its members")
+    reconcile.add_argument("profile", help="the auto-responder profile id")
+    reconcile.add_argument("segment", help="the segment id (its auto_responder names the profile)")
+    reconcile.add_argument("--dry-run", action="store_true", help="say what would change, only")
+    reconcile.set_defaults(handler=_reconcile)
 
     schema = sub.add_parser("schema", help="print the JSON Schemas of events and records")
     schema.add_argument("name", nargs="?", help="one schema (default: all, by name)")
@@ -178,6 +188,89 @@ async def _lag(args: argparse.Namespace, settings: Settings) -> int:
                       "-" if r.committed is None else str(r.committed), str(r.end), str(r.lag))
     Console().print(table)
     return 0
+
+
+async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """The reconcile of `POST /providers/profiles/{id}/reconcile`, from the command line:
+    exit 0, or 1 when the provider refused a member or the call failed."""
+    from providers.errors import ListNotFound
+    from providers.profiles import ProfileError, provider_call
+    from providers.reconcile import reconcile
+    from streams.storage.client import redis_client
+    from streams.storage.profiles import ProfileStore
+    from streams.storage.state import StateStore
+
+    settings = discover_running(settings)
+    if not settings.redis_url or settings.secret_key is None:
+        raise ValueError("`segstream reconcile` needs SEGSTREAM_SECRET_KEY (it decrypts the "
+                         "profile's credentials) and SEGSTREAM_REDIS_URL (or `segstream up` "
+                         "running on this machine)")
+    async with redis_client(settings.redis_url) as redis:
+        profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value())
+        profile = await profiles.get(args.profile)
+        slot, target = await _reconcile_target(settings, redis, profile.id, args.segment)
+        members = await StateStore(redis, settings.key_prefix).segment_emails(
+            await _partitions(settings), slot)
+        credentials = await profiles.credentials_of(profile.id)
+        async with profiles.open_client(profile, credentials) as client:
+            try:
+                result = await provider_call(
+                    reconcile(client, target, members, dry_run=args.dry_run), "reconcile")
+            except ListNotFound as exc:
+                print(f"reconcile failed: the provider has no list {target.list_id!r} "
+                      f"(the segment's auto_responder.list_id): {exc.reason}")
+                return 1
+            except ProfileError as exc:
+                print(f"reconcile failed: {exc.message}")
+                return 1
+    _print_reconciled(result, args.dry_run)
+    return 1 if result.failed else 0
+
+
+async def _reconcile_target(
+    settings: Settings, redis: Redis, profile_id: str, segment_id: str
+) -> tuple[int, Target]:
+    """The segment's slot and where it sends its members, which must be this profile."""
+    from streams.storage.definitions import DefinitionStore
+
+    definition = await DefinitionStore(redis, settings.key_prefix).get(segment_id)
+    if definition is None:
+        raise ValueError(f"no segment {segment_id!r}")
+    responder = definition.auto_responder
+    if not responder:
+        raise ValueError(f"segment {segment_id!r} has no auto_responder")
+    if str(responder.get("profile_id")) != profile_id:
+        raise ValueError(f"segment {segment_id!r} syncs to another auto-responder profile "
+                         f"({responder.get('profile_id')!r})")
+    return definition.slot, Target.from_auto_responder(responder)
+
+
+async def _partitions(settings: Settings) -> int:
+    """The input topics' partition count (the processor's state is kept per partition),
+    read from the broker when one is known, else SEGSTREAM_PARTITIONS."""
+    from streams.broker.topics import TopicNames, partition_counts
+
+    if not settings.kafka_bootstrap:
+        return settings.partitions
+    customers = TopicNames(settings.topic_prefix).customers
+    counts = await partition_counts(settings.kafka_bootstrap, [customers])
+    return counts.get(customers, settings.partitions)
+
+
+def _print_reconciled(result: ReconcileResult, dry_run: bool) -> None:
+    verb = ("would add", "would remove") if dry_run else ("added", "removed")
+    print(f"{verb[0]} {_few(result.added)}")
+    print(f"{verb[1]} {_few(result.removed)}")
+    print(f"failed {len(result.failed)}")
+    for email, reason in sorted(result.failed.items()):
+        print(f"  {email}: {reason}")
+    print(f"members without email {_few(result.without_email)}")
+
+
+def _few(items: list[str], shown: int = 5) -> str:
+    """`3: a, b, c`, or the first `shown` and how many more."""
+    more = f", and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{len(items)}" + (f": {', '.join(items[:shown])}{more}" if items else "")
 
 
 async def _schema(args: argparse.Namespace, settings: Settings) -> int:

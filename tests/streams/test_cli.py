@@ -1,7 +1,9 @@
-"""The command line as a user runs it: `up`, `produce`, `lag`, in real subprocesses."""
+"""The command line as a user runs it: `up`, `produce`, `lag`, `reconcile`, in real
+subprocesses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,12 +19,18 @@ import psutil
 import pytest
 from redis.asyncio import Redis
 
+from streams.broker.partitioning import owner_partition
 from streams.settings import Settings
+from streams.storage.definitions import DefinitionStore
+from streams.storage.profiles import ProfileStore
+from tests.providers.harness import Harness
 from tests.streams.helpers import (
     create_topics,
     event,
     role_env,
     running_processor,
+    seed_member,
+    slot_of,
     state_of,
     wait_for,
 )
@@ -77,6 +85,71 @@ async def test_lag_reports_every_partition_as_table_and_json(settings: Settings)
     assert all(r["group"] == settings.group_id and r["committed"] is None for r in customers)
     table = _segstream("lag", env=role_env(settings))
     assert "customers" in table.stdout.decode() and "lag" in table.stdout.decode()
+
+
+async def _segstream_async(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """A `segstream` subprocess that leaves this loop running (it serves the fakes)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_reconcile_says_what_it_would_change_then_changes_it(
+    settings: Settings, redis_client: Redis, mailchimp: Harness
+) -> None:
+    secret, prefix = "k" * 40, settings.key_prefix
+    await create_topics(settings)
+    profile = await ProfileStore(redis_client, prefix, secret).create(
+        "shop", "mailchimp", mailchimp.fake.credentials(), mailchimp.base_url)
+    list_id, segments = mailchimp.seed_list("Shop", "VIP")
+    vip = segments["VIP"]
+    await DefinitionStore(redis_client, prefix).put("vip", {
+        "name": "vip", "groups": [{"conditions": [{"field": "total_spent", "op": "gt",
+                                                   "value": 1}]}],
+        "auto_responder": {"profile_id": profile.id, "list_id": list_id, "segment_id": vip}})
+    slot = await slot_of(redis_client, prefix, "vip")
+    members: dict[str, str | None] = {f"c-{n}": f"c{n}@shop.test" for n in range(7)}
+    members |= {"c-bad": "bad@shop.test", "c-nomail": None}
+    for customer, email in members.items():
+        partition = owner_partition(customer, settings.partitions)
+        await seed_member(redis_client, prefix, partition, slot, "vip", customer, email)
+    mailchimp.seed_invalid("bad@shop.test")
+    for email in ("c0@shop.test", "stale@shop.test"):
+        mailchimp.seed_member(list_id, email)
+    async with mailchimp.client() as client:
+        await client.add_to_segment(list_id, vip, ["c0@shop.test", "stale@shop.test"])
+    env = role_env(settings, SEGSTREAM_SECRET_KEY=secret)
+
+    code, out, err = await _segstream_async("reconcile", profile.id, "vip", "--dry-run", env=env)
+    assert code == 0, out + err
+    assert out.splitlines() == [
+        "would add 7: bad@shop.test, c1@shop.test, c2@shop.test, c3@shop.test, c4@shop.test, "
+        "and 2 more",
+        "would remove 1: stale@shop.test",
+        "failed 0",
+        "members without email 1: c-nomail",
+    ]
+    assert mailchimp.fake.state.segment_emails(list_id, vip) == {"c0@shop.test",
+                                                                "stale@shop.test"}
+
+    code, out, err = await _segstream_async("reconcile", profile.id, "vip", env=env)
+    assert code == 1, out + err  # the provider refused one member
+    lines = out.splitlines()
+    assert lines[0].startswith("added 6: c1@shop.test, ") and lines[0].endswith("and 1 more")
+    assert lines[1:3] == ["removed 1: stale@shop.test", "failed 1"]
+    assert lines[3].startswith("  bad@shop.test: ") and "invalid" in lines[3].lower()
+    assert mailchimp.fake.state.segment_emails(list_id, vip) == set(
+        e for e in members.values() if e and e != "bad@shop.test")
+    assert mailchimp.subscribed(list_id, "stale@shop.test")  # out of the tag, still subscribed
+
+    code, out, err = await _segstream_async("reconcile", profile.id, "nope", env=env)
+    assert code == 2 and "no segment 'nope'" in err
+    code, out, err = await _segstream_async(
+        "reconcile", profile.id, "vip", env={**env, "SEGSTREAM_SECRET_KEY": ""})
+    assert code == 2 and "needs SEGSTREAM_SECRET_KEY" in err, err
 
 
 def _free_port() -> int:

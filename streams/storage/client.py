@@ -1,4 +1,12 @@
-"""The one way segstream opens a Redis client: redis-py's, with writes that cannot lose a cancel.
+"""The one way segstream opens a Redis client: redis-py's, with writes that cannot lose a cancel,
+and with a retry policy that rides through outages.
+
+A role's client (`patient_retry`) retries connection errors and timeouts for as long as Redis is
+away, with capped exponential backoff and full jitter (redis-py's `Retry` and
+`ExponentialWithJitterBackoff`), reporting the outage to `Outages` once, and its end once: the
+role pauses and resumes by itself. Every write the runtime retries is safe to repeat (the commit
+script is numbered: `StateStore.commit_many`). The API's client (`brief_retry`) gives up after a
+few tries, so a request gets its 503 while Redis is away instead of hanging.
 
 redis-py bounds each write by `socket_timeout` (5 s by default since redis-py 8) with
 `asyncio.wait_for`. On Python 3.11, `wait_for` returns the write's result when a cancellation
@@ -25,7 +33,57 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.ops.outages import Outages, describe
+
+RETRY_BASE_S = 0.05
+RETRY_CAP_S = 2.0
+_RETRIED = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+class ReportingRetry(Retry):
+    """redis-py's `Retry`, telling `outages` when Redis stops and starts answering."""
+
+    def __init__(self, retries: int, outages: Outages | None) -> None:
+        super().__init__(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S),
+                         retries, supported_errors=_RETRIED)
+        self._outages = outages
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReportingRetry:
+        # redis-py copies the policy into every connection: the copies report to one monitor
+        return ReportingRetry(self._retries, self._outages)
+
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
+                              with_failure_count: bool = False) -> Any:
+        outages = self._outages
+        if outages is None:
+            return await super().call_with_retry(do, fail, is_retryable, with_failure_count)
+        failed = False
+
+        async def failing(error: Exception, *count: int) -> Any:
+            nonlocal failed
+            failed = True
+            outages.down("redis", describe(error))
+            return await fail(error, *count)
+
+        result = await super().call_with_retry(do, failing, is_retryable, with_failure_count)
+        if failed or outages.is_down("redis"):
+            outages.up("redis")
+        return result
+
+
+def patient_retry(outages: Outages | None = None) -> dict[str, Any]:
+    """Client options for a role: retry for as long as Redis is away."""
+    return {"retry": ReportingRetry(-1, outages)}
+
+
+def brief_retry(outages: Outages | None = None) -> dict[str, Any]:
+    """Client options for the API: a few tries, then the error (a 503)."""
+    return {"retry": ReportingRetry(2, outages)}
 
 
 class _BoundedWrites(AbstractConnection):

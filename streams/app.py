@@ -27,8 +27,10 @@ from streams.engine.processor import Processor
 from streams.local.embedded import resolve_services
 from streams.ops.http import HealthChecks, MetricsSource, serve
 from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
+from streams.ops.outages import Outages
+from streams.ops.supervision import supervise, wait_for_services
 from streams.settings import Settings
-from streams.storage.client import redis_client
+from streams.storage.client import brief_retry, patient_retry, redis_client
 from streams.storage.definitions import DefinitionStore, apply_segments_file
 from streams.storage.profiles import ProfileStore
 from streams.storage.state import StateStore
@@ -99,16 +101,30 @@ async def run_system(
     extra: Extra | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Start the services (embedded where unconfigured) and the roles; run until `stop`."""
+    """Start the services (embedded where unconfigured) and the roles; run until `stop`.
+
+    Roles ride through outages of Redis and the broker (`streams.ops.supervision`): their
+    Redis client waits a Redis outage out, and a role an outage stopped is run again once both
+    answer. The API and the health checks use a client that gives up quickly instead.
+    """
     stop = stop or asyncio.Event()
+    outages = Outages()
     async with resolve_services(settings) as ready:
         assert ready.kafka_bootstrap and ready.redis_url
         say(f"Kafka: {ready.kafka_bootstrap}   Redis: {ready.redis_url}")
-        async with redis_client(ready.redis_url) as redis:
-            await _load_segments(ready, redis, options, say)
-            processor = Processor(ready, redis)
-            with _published(ready):
-                await _run_roles(ready, redis, processor, options, say, extra, stop)
+        async with redis_client(ready.redis_url, **patient_retry(outages)) as redis, \
+                redis_client(ready.redis_url, **brief_retry(outages)) as quick:
+            checks = HealthChecks(ready.kafka_bootstrap, quick, outages)
+            try:
+                if not await wait_for_services(checks.check, outages, stop):
+                    return
+                await _load_segments(ready, redis, options, say)
+                processor = Processor(ready, redis)
+                with _published(ready):
+                    await _run_roles(ready, redis, quick, checks, processor, options, say,
+                                     extra, stop)
+            finally:
+                await checks.close()
 
 
 async def _load_segments(
@@ -139,6 +155,8 @@ def _published(settings: Settings) -> Iterator[None]:
 async def _run_roles(
     settings: Settings,
     redis: Redis,
+    quick: Redis,
+    checks: HealthChecks,
     processor: Processor,
     options: UpOptions,
     say: Callable[[str], None],
@@ -147,24 +165,26 @@ async def _run_roles(
 ) -> None:
     assert settings.kafka_bootstrap
     tasks: list[asyncio.Task[None]] = []
-    checks = HealthChecks(settings.kafka_bootstrap, redis)
     sync_counters = SyncCounters()
     limits = ProviderLimits()  # one per process: the API's list syncs and the worker share it
+    outages = checks.outages
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(checks.close)
         if options.http:
             app = await stack.enter_async_context(
-                api_app(settings, redis, checks, _metrics(settings, processor, sync_counters),
+                api_app(settings, quick, checks, _metrics(settings, processor, sync_counters),
                         limits))
             await stack.enter_async_context(serve(app, settings.http_host, settings.http_port))
             say(f"HTTP: http://{settings.http_host}:{settings.http_port} "
                 "(API, /health/ready, /metrics, /openapi.json)")
         if options.processor:
-            tasks.append(asyncio.create_task(processor.run(), name="processor"))
+            tasks.append(asyncio.create_task(supervise(
+                "the processor", processor.run, checks.check, outages, stop), name="processor"))
         if options.sync:
-            tasks.append(asyncio.create_task(
-                run_sync(settings, redis, stop, limits=limits, counters=sync_counters),
-                name="sync"))
+            async def sync_role() -> None:
+                await run_sync(settings, redis, stop, limits=limits, counters=sync_counters)
+
+            tasks.append(asyncio.create_task(supervise(
+                "the sync worker", sync_role, checks.check, outages, stop), name="sync"))
         roles_stopped = asyncio.Event()
         extras = [] if extra is None else [asyncio.create_task(
             extra(settings, redis, processor, stop, roles_stopped), name="extra")]

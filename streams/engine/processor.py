@@ -80,9 +80,14 @@ class Processor:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume and process until `stop()`; cleans up clients on the way out."""
+        """Consume and process until `stop()`; cleans up clients on the way out.
+
+        May be called again after it failed (the role's supervisor does, after an outage):
+        each run starts from what Redis holds, as a new member of the group.
+        """
         bootstrap = self.settings.kafka_bootstrap
         assert bootstrap is not None
+        self._reset()
         partitions = await ensure_topics(
             bootstrap, self.topics, self.settings.partitions, self.settings.replication_factor
         )
@@ -110,6 +115,15 @@ class Processor:
             await producer.stop()
             if self.engine is not None and self.checkpoint is not None:
                 _log_totals(self.engine, self.checkpoint)
+
+    def _reset(self) -> None:
+        """Forget everything of a previous run: its uncommitted work is replayed from Redis."""
+        self.engine = self.checkpoint = self.aligner = self._consumer = None
+        self._kafka_commit = None
+        self._to_report = {}
+        self._paused = set()
+        self._timers_polled = 0
+        self.ready.clear()
 
     async def _consume(self, bootstrap: str) -> None:
         self._consumer = consumer = AIOKafkaConsumer(

@@ -1,7 +1,8 @@
 """The HTTP server: health endpoints and Prometheus metrics, served in-process with uvicorn.
 
-`/health/live` answers while the process runs; `/health/ready` only when Kafka and Redis answer.
-The segment API (contract section 6) mounts its routes on the same app.
+`/health/live` answers while the process runs; `/health/ready` only when Kafka and Redis answer
+and no role is waiting out an outage (`Outages`), with the reasons when not. The segment API
+(contract section 6) mounts its routes on the same app.
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from streams.ops.outages import Outages
+
 MetricsSource = Callable[[], Awaitable[str]]
 
 
 class HealthChecks:
-    """Answers whether the services the roles need are reachable right now."""
+    """Answers whether the services the roles need are reachable right now.
 
-    def __init__(self, kafka_bootstrap: str, redis: Redis) -> None:
+    `redis` should give up quickly (`storage.client.brief_retry`): a ping that waits out an
+    outage would make the answer wait too.
+    """
+
+    def __init__(self, kafka_bootstrap: str, redis: Redis, outages: Outages | None = None
+                 ) -> None:
         self.redis = redis
         self.kafka = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=3000)
+        self.outages = outages or Outages()
         self._started = False
 
     async def close(self) -> None:
@@ -51,13 +60,21 @@ class HealthChecks:
             results["kafka"] = f"unreachable: {exc.__class__.__name__}"
         return results
 
+    async def readiness(self) -> dict[str, str]:
+        """`check`, and what the roles report down (an outage they still wait out)."""
+        results = await self.check()
+        for service, reason in self.outages.reasons().items():
+            if results.get(service, "ok") == "ok":
+                results[service] = f"unavailable: {reason}"
+        return results
+
 
 def health_routes(checks: HealthChecks, metrics: MetricsSource | None) -> list[BaseRoute]:
     async def live(_: Request) -> Response:
         return JSONResponse({"status": "live"})
 
     async def ready(_: Request) -> Response:
-        results = await checks.check()
+        results = await checks.readiness()
         ok = all(v == "ok" for v in results.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results},
                             status_code=200 if ok else 503)

@@ -6,7 +6,9 @@ free loopback ports, waits until each answers its own protocol, and stops them
 again. They never outlive us: they are stopped on exit and on Ctrl-C, and on Linux
 the kernel sends them SIGTERM when this process dies, even by SIGKILL.
 
-:func:`resolve_services` starts only what the settings leave unconfigured.
+:func:`resolve_services` starts only what the settings leave unconfigured, the Redis-compatible
+server with an append-only file in the run folder (definitions, profiles and states survive a
+restart of `segstream up`; the broker's memory does not), and restarts a service that dies.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class EmbeddedServices:
         self.run_dir = Path(run_dir).resolve()
         self.cluster_id = str(uuid.uuid4())
         self._wanted = [name for name, on in (("tansu", kafka), ("valkey", redis)) if on]
-        self._aof_dir = Path(redis_aof_dir) if redis_aof_dir is not None else None
+        self._aof_dir = Path(redis_aof_dir).resolve() if redis_aof_dir is not None else None
         self._startup_timeout = startup_timeout
         self._services: dict[str, _Service] = {}
         self._stopping = False
@@ -174,6 +176,31 @@ class EmbeddedServices:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """Restart, on the same port, a service that died while it should run (the Redis-compatible
+        server from its append-only file when it has one; the broker empty: its storage is
+        memory), until cancelled. One line per death and per restart."""
+        while True:
+            await asyncio.sleep(interval)
+            for name, service in list(self._services.items()):
+                code = service.process.poll()
+                if code is None or self._stopping:
+                    continue
+                log.warning("embedded %s exited with code %s; restarting it on port %d (%s)",
+                            name, code, service.port,
+                            "from its append-only file" if name == "valkey" and self._aof_dir
+                            else "empty" if name == "tansu" else "empty: no append-only file")
+                try:
+                    restarted = await self._spawn(name, service.port)
+                    self._services[name] = restarted
+                    if await self._wait_until_answering(restarted):
+                        raise ServiceStartError(_describe_log(restarted.log_path))
+                except (ServiceStartError, OSError) as exc:
+                    log.error("embedded %s did not restart (%s); trying again", name, exc)
+                    continue
+                log.info("embedded %s is back on port %d (pid %d)", name, service.port,
+                         restarted.process.pid)
 
     def _running(self, name: str) -> _Service:
         try:
@@ -265,12 +292,19 @@ async def resolve_services(settings: Settings) -> AsyncIterator[Settings]:
         yield settings
         return
     async with EmbeddedServices(
-        settings.run_dir, kafka=kafka is None, redis=redis_url is None
+        settings.run_dir, kafka=kafka is None, redis=redis_url is None,
+        redis_aof_dir=settings.run_dir / "valkey",
     ) as services:
-        yield settings.with_changes(
-            kafka_bootstrap=kafka if kafka is not None else services.kafka_bootstrap,
-            redis_url=redis_url if redis_url is not None else services.redis_url,
-        )
+        watcher = asyncio.create_task(services.watch(), name="embedded-services")
+        try:
+            yield settings.with_changes(
+                kafka_bootstrap=kafka if kafka is not None else services.kafka_bootstrap,
+                redis_url=redis_url if redis_url is not None else services.redis_url,
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 class _Spawner:

@@ -4,7 +4,9 @@ Every provider client sends its requests through an ``ApiSession``. Each attempt
 takes a permit from the account's limiter, sends, reads the answer, and turns a
 non-2xx answer into a classified ``ProviderError`` with the provider's parser; the
 ``Retry`` object decides whether to try again. A ``Retry-After`` pauses the whole
-account so sibling tasks do not walk into the same 429.
+account so sibling tasks do not walk into the same 429; a call to an endpoint with a
+limit of its own (``also``) takes that limiter's permit before the account's, and a
+``Retry-After`` on it pauses that endpoint only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import email.utils
 import hashlib
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,19 +108,29 @@ class ApiSession:
         *,
         params: Params | None = None,
         json: Any = None,
+        also: AccountLimiter | None = None,
     ) -> ApiResponse:
-        """Send with retries; return the 2xx answer or raise a classified error."""
-        return await self.retry.call_with_retry(lambda: self._attempt(method, path, params, json))
+        """Send with retries; return the 2xx answer or raise a classified error.
+
+        ``also``: the limiter of an endpoint with a limit of its own, taken first.
+        """
+        return await self.retry.call_with_retry(
+            lambda: self._attempt(method, path, params, json, also)
+        )
 
     async def _attempt(
-        self, method: str, path: str, params: Params | None, json: Any
+        self, method: str, path: str, params: Params | None, json: Any,
+        also: AccountLimiter | None,
     ) -> ApiResponse:
         headers = dict(self._headers)
         content = None
         if json is not None:
             content = orjson.dumps(json)
             headers["Content-Type"] = "application/json"
-        async with self.limiter.slot():
+        async with AsyncExitStack() as permits:
+            if also is not None:
+                await permits.enter_async_context(also.slot())
+            await permits.enter_async_context(self.limiter.slot())
             try:
                 response = await self._http.request(
                     method, self.base_url + path, params=params, content=content, headers=headers
@@ -128,7 +141,7 @@ class ApiSession:
             return ApiResponse(response.status_code, self._decode(response))
         error = self._parse_error(response)
         if isinstance(error, RateLimited) and error.retry_after:
-            self.limiter.pause(error.retry_after)
+            (also or self.limiter).pause(error.retry_after)
         raise error
 
     def _decode(self, response: httpx.Response) -> Any:

@@ -17,7 +17,13 @@ from providers.errors import (
     RateLimited,
     TransientError,
 )
-from providers.limits import AccountLimiter, LimitPolicy, ProviderLimits, SlidingWindowLimiter
+from providers.limits import (
+    AC_BULK_IMPORT,
+    AccountLimiter,
+    LimitPolicy,
+    ProviderLimits,
+    SlidingWindowLimiter,
+)
 from providers.retry import FullJitterBackoff, Retry
 
 
@@ -135,6 +141,15 @@ def test_limiters_are_shared_per_account() -> None:
     assert a.policy == LimitPolicy(max_calls=5, period=1.0, margin=0.1)
     assert limits.for_account("mailchimp", "k").policy.max_concurrent == 10
     assert limits.for_account("sendlane", "k").policy.max_calls == 240
+
+
+def test_an_endpoint_limit_is_its_own_limiter_per_account() -> None:
+    limits = ProviderLimits()
+    bulk = limits.for_account(AC_BULK_IMPORT, "acct.api-us1.com")
+    assert bulk is limits.for_account(AC_BULK_IMPORT, "acct.api-us1.com")
+    assert bulk is not limits.for_account("activecampaign", "acct.api-us1.com")
+    assert bulk is not limits.for_account(AC_BULK_IMPORT, "other.api-us1.com")
+    assert (bulk.policy.max_calls, bulk.policy.period) == (100, 60.0)
 
 
 async def test_for_each_member_records_member_errors_and_raises_account_errors() -> None:

@@ -9,7 +9,13 @@ contact, ``POST /contactLists`` with status 1 *re-subscribing* an unsubscribed
 contact (recorded in ``resubscribes`` so tests can insist it never happens),
 ``POST /contactTags`` creating a second association when called twice, and the
 5 requests/second account limit answered 429 with ``Retry-After`` and
-``RateLimit-*`` headers.
+``RateLimit-*`` headers. ``PUT /contacts/{id}`` changes a contact's email in place
+(422 ``duplicate`` when another contact has it). The bulk import
+(``providers.fakes.activecampaign_import``) queues up to 250 contacts and 400,000
+bytes a call (400 past either), applies them ``import_delay`` seconds later and
+reports on ``GET /import/info``; its own limits, 20 calls a minute of one contact
+and 100 of several, are answered 429 with ``Retry-After``, and its calls count in
+the 5 a second as well.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from providers.fakes.activecampaign_import import MAX_IMPORT, ImportQueue
 from providers.fakes.base import FakeProvider, Faults, Problem, int_param, json_response, read_json
 
 MAX_LIMIT = 100
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UNSUBSCRIBED = 2
+BulkLimit = tuple[int, int, float]  # (calls of one contact, calls of several, per seconds)
 
 
 @dataclass
@@ -69,8 +77,10 @@ class Link:
 class ActiveCampaignState:
     """Everything the fake ActiveCampaign holds; seed and inspect it directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, import_delay: float = 0.05) -> None:
         self.contacts: dict[int, FakeContact] = {}
+        self._by_email: dict[str, int] = {}
+        self._links_of: dict[int, set[int]] = {}  # contact id -> its contact-tag link ids
         self.lists: dict[int, str] = {}
         self.tags: dict[int, str] = {}
         self.contact_lists: dict[tuple[int, int], Link] = {}
@@ -79,6 +89,7 @@ class ActiveCampaignState:
         self.resubscribes: list[tuple[str, int]] = []
         self.unsubscribes: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
+        self.imports = ImportQueue(self, import_delay)
 
     def add_list(self, name: str) -> int:
         """Seed a list; returns its id."""
@@ -95,8 +106,7 @@ class ActiveCampaignState:
     def add_contact(self, email: str, lists: Mapping[int, int] | None = None,
                     tags: Iterable[int] = ()) -> FakeContact:
         """Seed a contact with list statuses (``{list_id: 2}`` = unsubscribed) and tags."""
-        contact = FakeContact(next(self._ids), email)
-        self.contacts[contact.id] = contact
+        contact = self.new_contact(email)
         for list_id, status in (lists or {}).items():
             self.contact_lists[(contact.id, list_id)] = Link(next(self._ids), contact.id,
                                                              list_id, status)
@@ -108,11 +118,52 @@ class ActiveCampaignState:
         """Associate a tag with a contact (a new association every time, as AC does)."""
         link = Link(next(self._ids), contact_id, tag_id)
         self.contact_tags[link.id] = link
+        self._links_of.setdefault(contact_id, set()).add(link.id)
         return link
+
+    def links_of(self, contact_id: int) -> set[int]:
+        """Ids of the contact's contact-tag associations."""
+        return set(self._links_of.get(contact_id, set()))
+
+    def unlink_tag(self, link_id: int) -> Link | None:
+        """Remove a contact-tag association; None when there is no such id."""
+        link = self.contact_tags.pop(link_id, None)
+        if link is not None:
+            self._links_of.get(link.contact, set()).discard(link_id)
+        return link
+
+    def new_contact(self, email: str) -> FakeContact:
+        """A contact with only an email."""
+        contact = FakeContact(next(self._ids), email)
+        self.contacts[contact.id] = contact
+        self._by_email[email.lower()] = contact.id
+        return contact
 
     def by_email(self, email: str) -> FakeContact | None:
         """The contact with this email, case-insensitively."""
-        return next((c for c in self.contacts.values() if c.email.lower() == email.lower()), None)
+        contact_id = self._by_email.get(email.lower())
+        return self.contacts.get(contact_id) if contact_id is not None else None
+
+    def set_email(self, contact: FakeContact, email: str) -> None:
+        """What ``PUT /contacts/{id}`` does with an email: the same contact, a new address."""
+        self.check_email(email)
+        other = self.by_email(email)
+        if other is not None and other.id != contact.id:
+            raise Problem(422, "Email address already exists in the system.", "",
+                          code="duplicate", pointer="/data/attributes/email")
+        del self._by_email[contact.email.lower()]
+        contact.email = email
+        self._by_email[email.lower()] = contact.id
+
+    def tagged_emails(self, tag_id: int) -> set[str]:
+        """Lowercased emails of the contacts with this tag."""
+        ids = {t.contact for t in self.contact_tags.values() if t.target == tag_id}
+        return {self.contacts[i].email.lower() for i in ids}
+
+    def tag_named(self, name: str) -> int:
+        """The id of the contact tag called ``name`` (case-insensitively), made if missing."""
+        found = next((i for i, n in self.tags.items() if n.lower() == name.lower()), None)
+        return found if found is not None else self.add_tag(name)
 
     def list_status(self, email: str, list_id: int) -> int | None:
         """The contact's status on a list, None when not on it."""
@@ -123,7 +174,12 @@ class ActiveCampaignState:
     def tag_ids(self, email: str) -> set[int]:
         """Tag ids associated with the contact."""
         contact = self.by_email(email)
-        return {t.target for t in self.contact_tags.values() if contact and t.contact == contact.id}
+        links = self._links_of.get(contact.id, set()) if contact else set()
+        return {self.contact_tags[i].target for i in links}
+
+    def check_email(self, email: str) -> None:
+        """A 422 ``email_invalid`` for a malformed or seeded-invalid address."""
+        check_email(email, self.invalid_emails)
 
     def set_list_status(self, contact: FakeContact, list_id: int, status: int) -> Link:
         """What ``POST /contactLists`` does: any status to any other, sticky or not."""
@@ -141,20 +197,29 @@ class ActiveCampaignState:
     def sync(self, data: Mapping[str, Any]) -> tuple[FakeContact, bool]:
         """Upsert by email; returns the contact and whether it was created."""
         email = str(data.get("email") or "")
-        if not EMAIL.match(email) or email.lower() in self.invalid_emails:
-            raise Problem(422, "Email address is invalid", f"'{email}' is not a valid email "
-                          "address", code="email_invalid", pointer="/data/attributes/email")
+        self.check_email(email)
         contact, created = self.by_email(email), False
         if contact is None:
-            contact, created = FakeContact(next(self._ids), email), True
-            self.contacts[contact.id] = contact
-        for attr, key in (("first_name", "firstName"), ("last_name", "lastName"),
-                          ("phone", "phone")):
-            if data.get(key):
-                setattr(contact, attr, str(data[key]))
-        for item in data.get("fieldValues") or []:
-            contact.field_values[str(item.get("field"))] = str(item.get("value"))
+            contact, created = self.new_contact(email), True
+        update_contact(contact, data)
         return contact, created
+
+
+def check_email(email: str, invalid: set[str]) -> None:
+    """A 422 ``email_invalid`` for a malformed or seeded-invalid address."""
+    if not EMAIL.match(email) or email.lower() in invalid:
+        raise Problem(422, "Email address is invalid", f"'{email}' is not a valid email "
+                      "address", code="email_invalid", pointer="/data/attributes/email")
+
+
+def update_contact(contact: FakeContact, data: Mapping[str, Any]) -> None:
+    """Names, phone and field values of a ``contact`` body (camelCase, ``fieldValues``)."""
+    for attr, key in (("first_name", "firstName"), ("last_name", "lastName"),
+                      ("phone", "phone")):
+        if data.get(key):
+            setattr(contact, attr, str(data[key]))
+    for item in data.get("fieldValues") or []:
+        contact.field_values[str(item.get("field"))] = str(item.get("value"))
 
 
 class ActiveCampaignFake(FakeProvider):
@@ -168,16 +233,22 @@ class ActiveCampaignFake(FakeProvider):
         *,
         api_keys: Iterable[str] = ("fake-ac-key",),
         rate_limit: tuple[int, float] | None = (5, 1.0),
+        bulk_rate_limit: BulkLimit | None = (20, 100, 60.0),
+        import_delay: float = 0.05,
+        max_import_bytes: int = 400_000,
         injected_retry_after: str = "1",
         fractional_retry_after: bool = False,
         seed: int | None = None,
     ) -> None:
-        self.state = ActiveCampaignState()
+        self.state = ActiveCampaignState(import_delay)
         self.api_keys = set(api_keys)
         self.rate_limit = rate_limit
+        self.bulk_rate_limit = bulk_rate_limit
+        self.max_import_bytes = max_import_bytes
         self.injected_retry_after = injected_retry_after
         self.fractional_retry_after = fractional_retry_after
         self._stamps: deque[float] = deque()
+        self._bulk_stamps: dict[bool, deque[float]] = {True: deque(), False: deque()}
         super().__init__(faults, seed=seed)
 
     def routes(self) -> list[BaseRoute]:
@@ -186,14 +257,21 @@ class ActiveCampaignFake(FakeProvider):
             Route("/lists/{id:int}", self.get_list, methods=["GET"]),
             Route("/tags", self.get_tags, methods=["GET"]),
             Route("/tags", self.post_tag, methods=["POST"]),
+            Route("/tags/{id:int}", self.get_tag, methods=["GET"]),
             Route("/contact/sync", self.contact_sync, methods=["POST"]),
             Route("/contacts", self.get_contacts, methods=["GET"]),
+            Route("/contacts/{id:int}", self.put_contact, methods=["PUT"]),
             Route("/contacts/{id:int}/contactLists", self.get_contact_lists, methods=["GET"]),
             Route("/contacts/{id:int}/contactTags", self.get_contact_tags, methods=["GET"]),
             Route("/contactLists", self.post_contact_list, methods=["POST"]),
             Route("/contactTags", self.post_contact_tag, methods=["POST"]),
             Route("/contactTags/{id:int}", self.delete_contact_tag, methods=["DELETE"]),
+            Route("/import/bulk_import", self.bulk_import, methods=["POST"]),
+            Route("/import/info", self.import_info, methods=["GET"]),
         ]
+
+    def before_request(self) -> None:
+        self.state.imports.apply_due()
 
     def credentials(self) -> dict[str, str]:
         return {"api_url": "https://fake.api-us1.com", "api_key": sorted(self.api_keys)[0]}
@@ -231,9 +309,11 @@ class ActiveCampaignFake(FakeProvider):
                    "RateLimit-Remaining": "0", "RateLimit-Reset": retry_after}
         return json_response({"message": "Too Many Requests"}, 429, headers=headers)
 
-    def _retry_after(self) -> str:
-        assert self.rate_limit is not None
-        wait = max(self._stamps[0] + self.rate_limit[1] - time.monotonic(), 0.001)
+    def _retry_after(self, stamps: deque[float] | None = None, period: float = 0.0) -> str:
+        if stamps is None:
+            assert self.rate_limit is not None
+            stamps, period = self._stamps, self.rate_limit[1]
+        wait = max(stamps[0] + period - time.monotonic(), 0.001)
         return f"{wait:.3f}" if self.fractional_retry_after else str(max(1, math.ceil(wait)))
 
     @asynccontextmanager
@@ -296,6 +376,60 @@ class ActiveCampaignFake(FakeProvider):
         return json_response({"tag": {"id": str(tag_id), "tag": tag["tag"],
                                       "tagType": tag.get("tagType", "contact")}}, 201)
 
+    async def get_tag(self, request: Request) -> Response:
+        tag_id = request.path_params["id"]
+        if tag_id not in self.state.tags:
+            raise Problem(404, f"No Result found for Tag with id {tag_id}", shape="message")
+        return json_response({"tag": {"id": str(tag_id), "tag": self.state.tags[tag_id],
+                                      "tagType": "contact", "description": ""}})
+
+    async def put_contact(self, request: Request) -> Response:
+        contact = self._contact(request.path_params["id"])
+        data = (await read_json(request)).get("contact") or {}
+        if data.get("email"):
+            self.state.set_email(contact, str(data["email"]))
+        update_contact(contact, data)
+        return json_response({"contact": contact.to_json()})
+
+    async def bulk_import(self, request: Request) -> Response:
+        """Queue up to 250 contacts; 400 for a malformed request, 429 past its limits."""
+        if len(await request.body()) > self.max_import_bytes:
+            return _import_refused(f"the payload is over {self.max_import_bytes} bytes")
+        contacts = (await read_json(request)).get("contacts")
+        if not isinstance(contacts, list) or not contacts or len(contacts) > MAX_IMPORT:
+            return _import_refused(f"contacts must be a list of 1 to {MAX_IMPORT} contacts")
+        if any(not isinstance(c, dict) or not c.get("email") for c in contacts):
+            return _import_refused("every contact needs an email")
+        refusal = self._bulk_admit(single=len(contacts) == 1)
+        if refusal is not None:
+            self.stats["rate_limited"] += 1
+            return refusal
+        batch = self.state.imports.queue(contacts)
+        return json_response({"success": 1, "queued_contacts": len(contacts),
+                              "batchId": batch.id, "message": "Contact import queued"})
+
+    def _bulk_admit(self, *, single: bool) -> Response | None:
+        if self.bulk_rate_limit is None:
+            return None
+        one, several, period = self.bulk_rate_limit
+        stamps, limit = self._bulk_stamps[single], one if single else several
+        now = time.monotonic()
+        while stamps and now - stamps[0] >= period:
+            stamps.popleft()
+        if len(stamps) < limit:
+            stamps.append(now)
+            return None
+        retry_after = self._retry_after(stamps, period)
+        headers = {"Retry-After": retry_after, "RateLimit-Limit": str(limit),
+                   "RateLimit-Remaining": "0", "RateLimit-Reset": retry_after}
+        return json_response({"message": "Too Many Requests"}, 429, headers=headers)
+
+    async def import_info(self, request: Request) -> Response:
+        report = self.state.imports.report(request.query_params.get("batchId", ""))
+        if report is None:
+            raise Problem(404, "No Result found for import batch", shape="message")
+        return json_response(report)
+
     async def contact_sync(self, request: Request) -> Response:
         contact, created = self.state.sync((await read_json(request)).get("contact") or {})
         values = [{"contact": str(contact.id), "field": k, "value": v}
@@ -330,8 +464,8 @@ class ActiveCampaignFake(FakeProvider):
 
     async def get_contact_tags(self, request: Request) -> Response:
         contact = self._contact(request.path_params["id"])
-        links = [_tag_json(link) for link in self.state.contact_tags.values()
-                 if link.contact == contact.id]
+        links = [_tag_json(self.state.contact_tags[i])
+                 for i in sorted(self.state.links_of(contact.id))]
         return json_response({"contactTags": links})
 
     async def post_contact_list(self, request: Request) -> Response:
@@ -360,10 +494,15 @@ class ActiveCampaignFake(FakeProvider):
 
     async def delete_contact_tag(self, request: Request) -> Response:
         link_id = request.path_params["id"]
-        if self.state.contact_tags.pop(link_id, None) is None:
+        if self.state.unlink_tag(link_id) is None:
             raise Problem(404, f"No Result found for ContactTag with id {link_id}",
                           shape="message")
         return json_response({})
+
+
+def _import_refused(reason: str) -> Response:
+    return json_response({"success": 0, "message": "Invalid contact data",
+                          "failureReasons": [reason]}, 400)
 
 
 def _as_int(value: Any) -> int:

@@ -212,8 +212,10 @@ class FakeProvider(abc.ABC):
             return send
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            if message["type"] == "http.response.start":  # the handler's own headers win
+                have = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(name, value) for name, value in extra if name.lower() not in have]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
         return send_with_headers

@@ -12,6 +12,10 @@ answering 200 with per-member ``errors``, ``status`` (never ``status_if_new``)
 refused for unsubscribed or cleaned members, member listings (archived members
 shown with status ``archived``), 10 simultaneous connections per user
 (429 past it, optionally bodiless 429/403 as at high volume), ``count`` <= 1000.
+``PATCH /lists/{id}/members/{hash}`` with ``email_address`` renames the member in
+place (status, segments, archived or not, all kept); it answers 404 when there is
+no such member, 400 ``Member Exists`` when the new address already is one, and 400
+for a cleaned member, whose address Mailchimp does not let anyone edit.
 """
 
 from __future__ import annotations
@@ -189,6 +193,31 @@ class MailchimpState:
         lst.members[subscriber_hash(email)] = FakeMember(email, str(new_status), fields)
         return "new"
 
+    def rename(self, lst: FakeList, key: str, body: Mapping[str, Any]) -> FakeMember:
+        """``PATCH`` a member: a new ``email_address`` moves the record, keeping the rest."""
+        member = lst.members.get(key)
+        if member is None:
+            raise Problem(404, "Resource Not Found", "The requested resource could not be found.")
+        email = str(body.get("email_address") or member.email)
+        new_key = subscriber_hash(email)
+        if new_key != key:
+            self._check_address(email)
+            if new_key in lst.members:
+                raise Problem(400, "Member Exists", f"{email} is already a list member. "
+                              "Use PUT to insert or update list members.")
+            if member.status == "cleaned":
+                raise _invalid(f"{member.email} was cleaned: its address cannot be edited")
+            lst.members[new_key] = lst.members.pop(key)
+            for segment in lst.segments.values():
+                if key in segment.members:
+                    segment.members.discard(key)
+                    segment.members.add(new_key)
+        member.email = email
+        self._set_status(lst, member, body.get("status"))
+        fields = body.get("merge_fields") or {}
+        member.merge_fields.update({str(k): str(v) for k, v in fields.items() if v})
+        return member
+
     def _check_address(self, email: str) -> None:
         if not EMAIL.match(email) or email.lower() in self.invalid_emails:
             raise Problem(400, "Invalid Resource", f"{email} looks fake or invalid, "
@@ -251,6 +280,7 @@ class MailchimpFake(FakeProvider):
                   methods=["GET"]),
             Route("/lists/{list_id}/members", self.get_members, methods=["GET"]),
             Route("/lists/{list_id}/members/{hash}", self.put_member, methods=["PUT"]),
+            Route("/lists/{list_id}/members/{hash}", self.patch_member, methods=["PATCH"]),
             Route("/lists/{list_id}/members/{hash}", self.archive_member, methods=["DELETE"]),
             Route("/lists/{list_id}/members/{hash}/tags", self.member_tags, methods=["POST"]),
         ]
@@ -384,6 +414,15 @@ class MailchimpFake(FakeProvider):
             raise _invalid("The subscriber hash does not match the email address.")
         self.state.upsert(lst, body, update_existing=True)
         return json_response(lst.members[request.path_params["hash"]].to_json(lst.id))
+
+    async def patch_member(self, request: Request) -> Response:
+        lst = self._list(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise _invalid("the body must be an object")
+        member = self.state.rename(lst, request.path_params["hash"], body)
+        shown = member.to_json(lst.id)
+        return json_response({**shown, "status": "archived"} if member.archived else shown)
 
     async def archive_member(self, request: Request) -> Response:
         lst = self._list(request)

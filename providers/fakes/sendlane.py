@@ -6,8 +6,11 @@ answered by an HTML 401, ``{message, errors}`` errors with 422 ``errors`` keyed 
 field (``contacts.3.email``), paging with ``meta.last_page``, lists optionally named
 ``list_name``, writes answered 202 and applied ``write_delay`` seconds later,
 ``email_consent`` overwriting ``subscribed`` (so a careless client re-subscribes
-people: recorded in ``resubscribes``), and 240 calls a minute per token, answered
-429 with no ``Retry-After``.
+people: recorded in ``resubscribes``; ``false`` counts as an unsubscribe), at most
+``MAX_BATCH`` contacts a ``POST /lists/{id}/contacts`` (422 past it; the real
+maximum is unpublished), ``GET /contacts/unsubscribed`` (paged, ``from``/``to``
+filtering on when each unsubscribed), no way to change a contact's email, and 240
+calls a minute per token, answered 429 with no ``Retry-After``.
 
 Delayed writes are applied lazily, at the start of each request or on ``settle()``,
 so the fake runs no background tasks.
@@ -24,6 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -34,6 +38,7 @@ from starlette.routing import BaseRoute, Route
 from providers.fakes.base import FakeProvider, Faults, Problem, int_param, json_response, read_json
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_BATCH = 100
 HTML_401 = (b"<!DOCTYPE html><html><head><title>401 Unauthorized</title></head>"
             b"<body><h1>Unauthorized</h1></body></html>")
 
@@ -51,6 +56,15 @@ class FakeContact:
     lists: set[int] = field(default_factory=set)
     tags: set[int] = field(default_factory=set)
     custom_fields: dict[str, str] = field(default_factory=dict)
+    unsubscribed_at: float | None = None  # wall clock; None: never unsubscribed
+
+    def set_consent(self, consent: bool) -> None:
+        """``email_consent`` as given: ``false`` is an unsubscribe, ``true`` clears it."""
+        if not consent and self.unsubscribed_at is None:
+            self.unsubscribed_at = time.time()
+        elif consent:
+            self.unsubscribed_at = None
+        self.subscribed = consent
 
 
 class SendlaneState:
@@ -62,6 +76,7 @@ class SendlaneState:
         self.lists: dict[int, str] = {}
         self.tags: dict[int, str] = {}
         self.contacts: dict[int, FakeContact] = {}
+        self._by_email: dict[str, int] = {}
         self.invalid_emails: set[str] = set()
         self.resubscribes: list[str] = []
         self._pending: deque[tuple[float, Callable[[], None]]] = deque()
@@ -83,13 +98,21 @@ class SendlaneState:
                     tags: Iterable[int] = ()) -> FakeContact:
         """Seed a contact (``subscribed=False``: someone who unsubscribed)."""
         contact = FakeContact(next(self._ids), email, subscribed, lists=set(lists),
-                              tags=set(tags))
+                              tags=set(tags), unsubscribed_at=None if subscribed else time.time())
         self.contacts[contact.id] = contact
+        self._by_email[email.lower()] = contact.id
         return contact
 
     def by_email(self, email: str) -> FakeContact | None:
         """The contact with this email, case-insensitively."""
-        return next((c for c in self.contacts.values() if c.email.lower() == email.lower()), None)
+        contact_id = self._by_email.get(email.lower())
+        return self.contacts.get(contact_id) if contact_id is not None else None
+
+    def unsubscribed(self, start: float | None, end: float | None) -> list[FakeContact]:
+        """Contacts who unsubscribed (and still are), within ``[start, end]`` when given."""
+        return [c for c in self.contacts.values() if c.unsubscribed_at is not None
+                and not c.subscribed and (start is None or c.unsubscribed_at >= start)
+                and (end is None or c.unsubscribed_at <= end)]
 
     def later(self, write: Callable[[], None]) -> None:
         """Apply ``write`` once ``write_delay`` has passed (as Sendlane's queue does)."""
@@ -111,7 +134,8 @@ class SendlaneState:
         """Apply one contact of ``POST /lists/{id}/contacts``."""
         contact = known = self.by_email(str(data["email"]))
         if contact is None:
-            contact = self.add_contact(str(data["email"]), subscribed=False)
+            contact = self.add_contact(str(data["email"]))
+            contact.subscribed = False  # no consent given: not subscribed, not unsubscribed
         for attr in ("first_name", "last_name", "phone"):
             if data.get(attr):
                 setattr(contact, attr, str(data[attr]))
@@ -119,9 +143,9 @@ class SendlaneState:
             contact.custom_fields[str(item.get("id"))] = str(item.get("value"))
         if "email_consent" in data:
             consent = bool(data["email_consent"])
-            if consent and known is not None and not known.subscribed:
+            if consent and known is not None and known.unsubscribed_at is not None:
                 self.resubscribes.append(contact.email)
-            contact.subscribed = consent
+            contact.set_consent(consent)
         contact.lists.add(list_id)
         contact.tags.update(int(t) for t in data.get("tag_ids") or [])
 
@@ -158,6 +182,7 @@ class SendlaneFake(FakeProvider):
             Route("/lists/{id:int}/contacts/{cid:int}", self.delete_list_contact,
                   methods=["DELETE"]),
             Route("/contacts/search", self.search, methods=["GET"]),
+            Route("/contacts/unsubscribed", self.get_unsubscribed, methods=["GET"]),
             Route("/tags", self.get_tags, methods=["GET"]),
             Route("/tags", self.post_tag, methods=["POST"]),
             Route("/contacts/{id:int}/tags", self.post_contact_tags, methods=["POST"]),
@@ -277,12 +302,21 @@ class SendlaneFake(FakeProvider):
             raise Problem(404, "Contact not found.")
         return json_response({"data": self._contact_json(contact)})
 
+    async def get_unsubscribed(self, request: Request) -> Response:
+        """Contacts who unsubscribed, ``from``/``to`` (ISO datetimes) on when they did."""
+        start, end = _when(request, "from"), _when(request, "to")
+        found = [self._contact_json(c) for c in self.state.unsubscribed(start, end)]
+        return json_response(_paged(request, found))
+
     async def post_contacts(self, request: Request) -> Response:
         list_id = self._list_id(request.path_params["id"])
         contacts = (await read_json(request)).get("contacts")
         if not isinstance(contacts, list) or not contacts:
             raise Problem(422, "The given data was invalid.",
                           errors={"contacts": ["The contacts field is required."]})
+        if len(contacts) > MAX_BATCH:
+            raise Problem(422, "The given data was invalid.", errors={
+                "contacts": [f"The contacts may not have more than {MAX_BATCH} items."]})
         errors = self._validate(contacts)
         if errors:
             raise Problem(422, "The given data was invalid.", errors=errors)
@@ -325,6 +359,17 @@ class SendlaneFake(FakeProvider):
             raise Problem(404, "Tag not found.")
         self.state.later(lambda: contact.tags.discard(tag_id))
         return _accepted("Tag is being removed from the contact.")
+
+
+def _when(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace(" ", "+")).timestamp()
+    except ValueError as exc:
+        raise Problem(422, "The given data was invalid.",
+                      errors={name: [f"The {name} is not a valid date."]}) from exc
 
 
 def _int(value: Any) -> int:

@@ -1,4 +1,5 @@
-"""ActiveCampaign specifics: look before subscribing, tags removed by association id."""
+"""ActiveCampaign specifics: look before subscribing, tags removed by association id;
+the fake's bulk import and email changes."""
 
 from __future__ import annotations
 
@@ -98,3 +99,42 @@ async def test_field_values_are_sent(activecampaign: Harness) -> None:
     assert contact is not None
     assert (contact.last_name, contact.phone, contact.field_values) == (
         "L", "+15550100", {"7": "gold"})
+
+
+def _headers(harness: Harness) -> dict[str, str]:
+    return {"Api-Token": harness.fake.credentials()["api_key"]}
+
+
+async def test_the_fake_import_refuses_more_than_250(activecampaign: Harness) -> None:
+    contacts = [{"email": f"c{i}@shop.test"} for i in range(251)]
+    async with httpx.AsyncClient(headers=_headers(activecampaign)) as http:
+        answer = await http.post(f"{activecampaign.base_url}/import/bulk_import",
+                                 json={"contacts": contacts})
+    assert answer.status_code == 400 and answer.json()["success"] == 0
+    assert activecampaign.fake.state.imports.batches == {}
+
+
+async def test_the_fake_import_has_its_own_limits(activecampaign: Harness) -> None:
+    activecampaign.fake.bulk_rate_limit = (2, 3, 60.0)
+    url = f"{activecampaign.base_url}/import/bulk_import"
+    one = {"contacts": [{"email": "one@shop.test"}]}
+    two = {"contacts": [{"email": "a@shop.test"}, {"email": "b@shop.test"}]}
+    async with httpx.AsyncClient(headers=_headers(activecampaign)) as http:
+        singles = [(await http.post(url, json=one)).status_code for _ in range(3)]
+        several = [await http.post(url, json=two) for _ in range(4)]
+    assert singles == [200, 200, 429]
+    assert [a.status_code for a in several] == [200, 200, 200, 429]
+    assert float(several[-1].headers["Retry-After"]) > 0
+    assert several[-1].headers["RateLimit-Limit"] == "3"
+
+
+async def test_the_fake_refuses_an_email_another_contact_has(activecampaign: Harness) -> None:
+    state = activecampaign.fake.state
+    mine = state.add_contact("mine@shop.test")
+    state.add_contact("taken@shop.test")
+    async with httpx.AsyncClient(headers=_headers(activecampaign)) as http:
+        answer = await http.put(f"{activecampaign.base_url}/contacts/{mine.id}",
+                                json={"contact": {"email": "TAKEN@shop.test"}})
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["code"] == "duplicate"
+    assert mine.email == "mine@shop.test"

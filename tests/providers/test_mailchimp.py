@@ -134,3 +134,21 @@ async def test_oauth_bearer_token(fake_servers: dict[str, tuple[object, str]]) -
     async with harness.client() as client:
         assert isinstance(client, MailchimpClient)
         await client.validate_credentials()
+
+
+def _auth(harness: Harness) -> dict[str, str]:
+    key = harness.fake.credentials()["api_key"]
+    return {"Authorization": "Basic " + base64.b64encode(f"x:{key}".encode()).decode()}
+
+
+async def test_the_fake_answers_member_exists_to_a_taken_address(mailchimp: Harness) -> None:
+    list_id, _ = mailchimp.seed_list("Customers")
+    mailchimp.seed_member(list_id, "a@shop.test")
+    mailchimp.seed_member(list_id, "b@shop.test")
+    path = f"{mailchimp.base_url}/lists/{list_id}/members/{subscriber_hash('a@shop.test')}"
+    async with httpx.AsyncClient(headers=_auth(mailchimp)) as http:
+        taken = await http.patch(path, json={"email_address": "B@shop.test"})
+        missing = await http.patch(path.replace(subscriber_hash("a@shop.test"), "0" * 32),
+                                   json={"email_address": "c@shop.test"})
+    assert taken.status_code == 400 and taken.json()["title"] == "Member Exists"
+    assert missing.status_code == 404

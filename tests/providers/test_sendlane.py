@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from providers.base import Member
@@ -79,3 +80,13 @@ async def test_ensure_tag_finds_or_creates(sendlane: Harness) -> None:
         assert (await client.ensure_tag("vip")).name == "VIP"
         made = await client.ensure_tag("Winback")
     assert made.name == "Winback" and made.id in {str(i) for i in sendlane.fake.state.tags}
+
+
+async def test_the_fake_refuses_more_than_100_contacts_a_call(sendlane: Harness) -> None:
+    list_id, _ = sendlane.seed_list("Customers")
+    token = sendlane.fake.credentials()["api_token"]
+    contacts = [{"email": f"c{i}@shop.test"} for i in range(101)]
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+        answer = await http.post(f"{sendlane.base_url}/lists/{list_id}/contacts",
+                                 json={"contacts": contacts})
+    assert answer.status_code == 422 and "100" in answer.json()["errors"]["contacts"][0]

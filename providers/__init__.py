@@ -5,10 +5,10 @@ How a sync worker uses this package::
     limits = ProviderLimits()              # one per process: limiters shared per account
     async with make_client(profile.provider, credentials, profile.base_url,
                            limits=limits) as client:
-        result = await client.upsert_members(list_id, members)
-        result.extend(await client.add_to_segment(list_id, segment_id, result.succeeded))
-        # result.succeeded: done; result.permanent: dead-letter with failure.reason;
-        # result.retriable: try again later.
+        result = await client.upsert_members(list_id, members, segment_id)
+        # result.succeeded: on the list and in the segment or tag; result.permanent:
+        # dead-letter with failure.reason; result.retriable: try again later.
+        moved = await client.change_emails(list_id, [EmailChange(old, member)], segment_id)
 
 Raised for a whole call (nothing in it can be counted done): ``AuthError`` (fix the
 profile), ``ListNotFound`` (a ``PermanentError``), and ``RateLimited`` /
@@ -20,12 +20,14 @@ contact off a list without unsubscribing them, so its ``supports_list_removal`` 
 False and ``remove_from_list`` fails each member with that reason.
 
 Modules: ``base`` (the ``ProviderClient`` contract and values), ``errors``,
-``retry``, ``limits``, ``http`` (the per-account session), one module per provider,
-``registry`` (``make_client``, ``mask_credentials``), and ``fakes`` (local servers).
+``retry``, ``limits``, ``http`` (the per-account session), one module per provider
+(and ``ac_import``, ActiveCampaign's bulk import), ``registry`` (``make_client``,
+``mask_credentials``), and ``fakes`` (local servers).
 """
 
 from providers.base import (
     BatchResult,
+    EmailChange,
     Member,
     MemberFailure,
     ProviderClient,
@@ -48,6 +50,7 @@ __all__ = [
     "PROVIDERS",
     "AuthError",
     "BatchResult",
+    "EmailChange",
     "FullJitterBackoff",
     "LimitPolicy",
     "ListNotFound",

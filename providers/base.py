@@ -8,7 +8,9 @@ The sync worker talks to ``ProviderClient`` only. The rules every implementation
   or in a compliance state;
 - a method raises only when the call failed as a whole (``AuthError``,
   ``ListNotFound``, retries exhausted on a batch call); per-member outcomes are in
-  the ``BatchResult`` it returns.
+  the ``BatchResult`` it returns;
+- a member asked to join a segment or tag as well counts as succeeded only when it
+  is both on the list and in the segment or tag.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ class Member:
     last_name: str | None = None
     phone: str | None = None
     merge_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailChange:
+    """A member whose email changed: ``old`` is the address the provider may hold."""
+
+    old: str
+    new: Member
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,14 @@ class BatchResult:
         self.succeeded.extend(other.succeeded)
         self.failed.update(other.failed)
 
+    def then(self, second: BatchResult) -> BatchResult:
+        """Outcomes of two steps where ``second`` ran on this one's ``succeeded``.
+
+        A member succeeded when both steps did; it failed with the reason of the step
+        that refused it.
+        """
+        return BatchResult(list(second.succeeded), {**self.failed, **second.failed})
+
 
 class ProviderClient(abc.ABC):
     """One auto-responder account. Use as ``async with``; closing releases owned connections."""
@@ -141,8 +159,29 @@ class ProviderClient(abc.ABC):
         """Every list, all pages, each with its static segments or tags."""
 
     @abc.abstractmethod
-    async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
-        """Create or update members on the list, never changing an existing status."""
+    async def upsert_members(
+        self, list_id: str, members: Sequence[Member], segment_id: str | None = None
+    ) -> BatchResult:
+        """Create or update members on the list, never changing an existing status.
+
+        With ``segment_id``, also put each member in that static segment or tag (in the
+        same call where the provider allows it); a member counts as succeeded only when
+        both parts succeeded.
+        """
+
+    @abc.abstractmethod
+    async def change_emails(
+        self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
+    ) -> BatchResult:
+        """Move members to their new email; outcomes are keyed by the new email.
+
+        Afterwards each is on the list under ``new.email`` (and in ``segment_id`` when
+        given), keeping the status, segments or tags they had under ``old`` where the
+        provider can rename a member; where it cannot, ``new`` is upserted and ``old``
+        taken off the list (and out of the segment or tag), never unsubscribed. A
+        ``new`` whose ``old`` the provider does not hold is upserted like
+        ``upsert_members``.
+        """
 
     @abc.abstractmethod
     async def add_to_segment(
@@ -193,9 +232,57 @@ def unique_emails(emails: Iterable[str]) -> list[str]:
     return out
 
 
+async def retire_old_emails(
+    client: ProviderClient, list_id: str, segment_id: str | None, olds: Mapping[str, str],
+    *, off_list: bool = True,
+) -> BatchResult:
+    """After an email change, take each old email (``{new: old}``) out of the segment or
+    tag and, with ``off_list``, off the list (never unsubscribing anyone).
+
+    Outcomes are keyed by the new email: a change is done once its old email is out.
+    """
+    if not olds:
+        return BatchResult()
+    step = BatchResult(list(olds.values()))
+    if segment_id is not None:
+        step = await client.remove_from_segment(list_id, segment_id, step.succeeded)
+    if off_list and step.succeeded:
+        step = step.then(await client.remove_from_list(list_id, step.succeeded))
+    new_of = {old.lower(): new for new, old in olds.items()}
+    return BatchResult([new_of[o.lower()] for o in step.succeeded],
+                       {new_of[o.lower()]: f for o, f in step.failed.items()})
+
+
+def unique_members(members: Iterable[Member]) -> list[Member]:
+    """Members in order, the first of each case-insensitive email only."""
+    seen: dict[str, Member] = {}
+    for member in members:
+        seen.setdefault(member.email.strip().lower(), member)
+    return list(seen.values())
+
+
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def balanced_chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in as few slices of at most ``size`` as possible, sizes differing by <= 1.
+
+    For endpoints whose limit depends on the call's size (a one-item call counted
+    apart): 251 items make 126 + 125, never 250 + 1.
+    """
+    if not items:
+        return []
+    count = -(-len(items) // size)
+    base, extra = divmod(len(items), count)
+    out: list[Sequence[T]] = []
+    start = 0
+    for i in range(count):
+        end = start + base + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
 
 
 async def gather_or_raise(aws: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

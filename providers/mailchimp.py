@@ -3,12 +3,20 @@
 Endpoints used (providers.md): ``GET /lists``, ``GET /lists/{id}/segments?type=static``,
 batch upsert ``POST /lists/{id}`` (500 members, ``update_existing``, ``status_if_new``
 only), ``PUT /lists/{id}/members/{hash}`` for members a batch refused (to get the
-problem title), ``POST /lists/{id}/segments/{sid}`` (500 adds/removes). Two more
-real endpoints outside providers.md: ``GET /lists/{id}`` (does the list exist) and
-``DELETE /lists/{id}/members/{hash}``, which *archives* a member: off the list,
-status kept, re-addable; never the permanent delete, which would forbid re-import.
+problem title), ``POST /lists/{id}/segments/{sid}`` (500 adds/removes). An upsert
+with a segment is the batch upsert, then ``members_to_add`` for those it took.
+Three more real endpoints outside providers.md: ``GET /lists/{id}`` (does the list
+exist), ``DELETE /lists/{id}/members/{hash}``, which *archives* a member: off the
+list, status kept, re-addable; never the permanent delete, which would forbid
+re-import; and ``PATCH /lists/{id}/members/{hash}`` with ``email_address``, which
+renames a member in place (status, tags and history kept), one member a call.
 ``list_members`` reads ``GET /lists/{id}/members`` (skipping status ``archived``) or
 ``GET /lists/{id}/segments/{sid}/members``, paged with ``count``/``offset``.
+
+Renaming (``change_emails``): a ``404`` means Mailchimp does not hold ``old``, so
+``new`` is upserted; a ``400`` means it will not rename (``Member Exists``: ``new`` is
+already a member; a cleaned ``old`` cannot be edited): ``new`` is upserted and, once
+it is there, ``old`` is taken out of the segment and archived, never unsubscribed.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import httpx
 
 from providers.base import (
     BatchResult,
+    EmailChange,
     Member,
     MemberFailure,
     ProviderClient,
@@ -30,7 +39,9 @@ from providers.base import (
     chunked,
     for_each_member,
     gather_or_raise,
+    retire_old_emails,
     unique_emails,
+    unique_members,
 )
 from providers.errors import (
     ListNotFound,
@@ -94,11 +105,16 @@ def parse_error(response: httpx.Response) -> ProviderError:
     )
 
 
+def merge_fields(member: Member) -> dict[str, str]:
+    """The member's names, phone and own merge fields, as Mailchimp merge tags."""
+    merge = {"FNAME": member.first_name, "LNAME": member.last_name, "PHONE": member.phone}
+    return {k: v for k, v in merge.items() if v} | dict(member.merge_fields)
+
+
 def member_body(member: Member, status_if_new: str) -> dict[str, Any]:
     """Upsert body: ``status_if_new`` only, so an existing member keeps their status."""
-    merge = {"FNAME": member.first_name, "LNAME": member.last_name, "PHONE": member.phone}
-    fields = {k: v for k, v in merge.items() if v} | dict(member.merge_fields)
-    return {"email_address": member.email, "status_if_new": status_if_new, "merge_fields": fields}
+    return {"email_address": member.email, "status_if_new": status_if_new,
+            "merge_fields": merge_fields(member)}
 
 
 class MailchimpClient(ProviderClient):
@@ -196,13 +212,67 @@ class MailchimpClient(ProviderClient):
             if not batch or len(items) >= int(body.get("total_items", 0)):
                 return items
 
-    async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
-        by_email = {m.email: m for m in members}
-        ordered = [by_email[e] for e in unique_emails(by_email)]
+    async def upsert_members(
+        self, list_id: str, members: Sequence[Member], segment_id: str | None = None
+    ) -> BatchResult:
         result = BatchResult()
-        for chunk in chunked(ordered, MAX_BATCH):
-            result.extend(await self._upsert_chunk(list_id, chunk))
+        for chunk in chunked(unique_members(members), MAX_BATCH):
+            upserted = await self._upsert_chunk(list_id, chunk)
+            if segment_id is not None and upserted.succeeded:
+                added = await self.add_to_segment(list_id, segment_id, upserted.succeeded)
+                upserted = upserted.then(added)
+            result.extend(upserted)
         return result
+
+    async def change_emails(
+        self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
+    ) -> BatchResult:
+        by_new = {c.new.email: c for c in changes}
+        by_new = {e: by_new[e] for e in unique_emails(by_new)}
+        if not by_new:
+            return BatchResult()
+        # A missing list must fail loudly, not look like "old unknown" member by member.
+        await self._list_call(list_id, "GET", f"/lists/{list_id}", params={"fields": "id"})
+        renamed: list[str] = []
+        upsert: dict[str, bool] = {}  # new email -> whether old must then be retired
+
+        async def rename(email: str) -> None:
+            outcome = await self._rename(list_id, by_new[email])
+            if outcome == "renamed":
+                renamed.append(email)
+            else:
+                upsert[email] = outcome == "refused"
+
+        result = await for_each_member(list(by_new), rename, concurrency=self.concurrency)
+        done = BatchResult(failed=result.failed)
+        if segment_id is not None and renamed:
+            done.extend(await self.add_to_segment(list_id, segment_id, renamed))
+        else:
+            done.succeeded.extend(renamed)
+        if upsert:
+            news = [by_new[e].new for e in upsert]
+            upserted = await self.upsert_members(list_id, news, segment_id)
+            done.failed.update(upserted.failed)
+            done.succeeded.extend(e for e in upserted.succeeded if not upsert[e])
+            retiring = {e: by_new[e].old for e in upserted.succeeded if upsert[e]}
+            done.extend(await retire_old_emails(self, list_id, segment_id, retiring))
+        return done
+
+    async def _rename(self, list_id: str, change: EmailChange) -> str:
+        """PATCH ``old`` to ``new``: "renamed", "unknown" (no ``old``) or "refused"."""
+        path = f"/lists/{list_id}/members/{subscriber_hash(change.old)}"
+        body = {"email_address": change.new.email, "merge_fields": merge_fields(change.new)}
+        try:
+            answer = await self._session.call("PATCH", path, json=body)
+        except PermanentError as error:
+            if error.status == 404:
+                return "unknown"
+            if error.status == 400:  # Member Exists, a cleaned old, ...: no rename
+                return "refused"
+            raise
+        # An archived member is renamed but stays archived: the upsert brings it back.
+        archived = isinstance(answer.body, dict) and answer.body.get("status") == "archived"
+        return "unknown" if archived else "renamed"
 
     async def _upsert_chunk(self, list_id: str, chunk: Sequence[Member]) -> BatchResult:
         body = {

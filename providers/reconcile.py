@@ -77,11 +77,8 @@ async def reconcile(
         result.added, result.removed = missing, extra
         return result
     if missing:
-        added = await client.upsert_members(target.list_id, [Member(e) for e in missing])
-        if target.segment_id is not None and added.succeeded:
-            tagged = await client.add_to_segment(target.list_id, target.segment_id,
-                                                 added.succeeded)
-            added = BatchResult(tagged.succeeded, {**added.failed, **tagged.failed})
+        added = await client.upsert_members(target.list_id, [Member(e) for e in missing],
+                                            target.segment_id)
         _record(result, result.added, added)
     if extra:
         if target.segment_id is not None:

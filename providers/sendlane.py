@@ -5,7 +5,13 @@ Endpoints used (providers.md): ``GET /lists``, ``GET /tags``, ``POST /tags``,
 ``DELETE /lists/{id}/contacts/{cid}``, ``POST /contacts/{id}/tags``,
 ``DELETE /contacts/{id}/tags/{tid}``; for ``list_members``, ``GET /lists/{id}/contacts``
 and ``GET /tags/{id}/contacts`` (``page``/``limit``; both unconfirmed: no source showed
-them, the shape assumed is that of ``GET /lists``).
+them, the shape assumed is that of ``GET /lists``); and ``GET /contacts/unsubscribed``
+(Sendlane's published v2 OpenAPI: paged, with ``from``/``to`` datetimes).
+
+Upserts are batched: one ``POST /lists/{id}/contacts`` per ``MAX_BATCH`` contacts,
+each carrying ``tag_ids`` when a tag is asked for, so a batch joins list and tag in
+one call; a 422 naming contacts by index (``contacts.3.email``) fails those and the
+rest are sent again.
 
 Sendlane applies writes asynchronously (202). The client remembers what its own
 202s will make true (``PendingWrites``) and, before acting on a contact with such
@@ -13,9 +19,21 @@ a write outstanding, polls the search until it shows the write (or a horizon
 passes): so "add to list, then tag" or "add, then remove" in quick succession
 act on the state the earlier call produces, not on a stale read.
 
-Consent: an upsert sends each existing contact's own ``subscribed`` value back as
-``email_consent`` (so nobody is re-subscribed or unsubscribed by us) and
-``consent_for_new`` for people Sendlane does not know.
+Consent: ``email_consent`` overwrites a contact's consent (assumed, the strict
+reading), so an upsert must never send ``true`` for someone who unsubscribed. The
+client keeps the account's unsubscribed emails (``UnsubscribedEmails``: every page
+of ``GET /contacts/unsubscribed`` once, then only those since the last read, with
+``from``; assumed to filter by when they unsubscribed) and refreshes them before
+each upsert: an unsubscribed contact is sent without ``email_consent`` (their own
+is kept), everyone else with ``consent_for_new``. This costs one call per upsert
+instead of one search per member. A contact Sendlane holds without consent who
+never unsubscribed is given ``consent_for_new`` like a new one.
+
+Email changes: Sendlane v2 has no way to change a contact's email (no update of a
+contact's address in its API), so ``change_emails`` upserts the new address (with
+the tag, and unsubscribed if the old one was) and, once that is accepted, takes the
+old contact off the list and out of the tag, never unsubscribing it; the old
+contact's other tags and lists are not carried over.
 """
 
 from __future__ import annotations
@@ -24,12 +42,14 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from providers.base import (
     BatchResult,
+    EmailChange,
     Member,
     MemberFailure,
     ProviderClient,
@@ -37,7 +57,9 @@ from providers.base import (
     ProviderSegment,
     chunked,
     for_each_member,
+    retire_old_emails,
     unique_emails,
+    unique_members,
 )
 from providers.errors import ListNotFound, PermanentError, ProviderError, classify_status
 from providers.http import (
@@ -52,8 +74,11 @@ from providers.retry import Retry
 
 PROVIDER = "sendlane"
 BASE_URL = "https://api.sendlane.com/v2"
-MAX_BATCH = 100  # unpublished; providers.md: "unconfirmed: 100"
+MAX_BATCH = 100  # contacts per POST: unpublished; providers.md: "unconfirmed: 100"
 MAX_PAGE = 100
+#: Re-read unsubscribes from this long before the last read: clocks differ, and an
+#: unsubscribe may be stamped a little before it is listed.
+UNSUBSCRIBED_OVERLAP = 300.0
 _CONTACT_FIELD = re.compile(r"^contacts\.(\d+)\.")
 
 Contact = dict[str, Any]
@@ -126,6 +151,27 @@ class PendingWrites:
         return waiting
 
 
+class UnsubscribedEmails:
+    """The account's unsubscribed emails (lowercased), as of ``read_at`` (wall clock)."""
+
+    def __init__(self) -> None:
+        self.emails: set[str] = set()
+        self.read_at: float | None = None
+
+    def since(self) -> str | None:
+        """The ``from`` of the next read: None for a first, full read."""
+        if self.read_at is None:
+            return None
+        start = datetime.fromtimestamp(self.read_at - UNSUBSCRIBED_OVERLAP, UTC)
+        return start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def add(self, contacts: Sequence[Any], read_at: float) -> None:
+        """Record a read's contacts; ``read_at`` is when it started."""
+        self.emails.update(str(c["email"]).strip().lower() for c in contacts
+                           if isinstance(c, dict) and c.get("email"))
+        self.read_at = read_at
+
+
 class SendlaneClient(ProviderClient):
     """Sendlane lists, tags and contacts for one account."""
 
@@ -147,6 +193,7 @@ class SendlaneClient(ProviderClient):
         self.concurrency = concurrency
         self.consent_for_new = consent_for_new
         self.pending = PendingWrites(visibility_horizon)
+        self.unsubscribed = UnsubscribedEmails()
 
     @classmethod
     def from_credentials(
@@ -203,11 +250,12 @@ class SendlaneClient(ProviderClient):
         return {str(c["email"]).strip().lower() for c in contacts
                 if isinstance(c, dict) and c.get("email")}
 
-    async def _paged(self, path: str) -> list[Any]:
+    async def _paged(self, path: str, query: Mapping[str, str] | None = None) -> list[Any]:
         items: list[Any] = []
         page = 1
         while True:
-            params = {"page": page, "limit": self.page_size}
+            params: dict[str, str | int] = {**(query or {}), "page": page,
+                                            "limit": self.page_size}
             body = (await self._session.call("GET", path, params=params)).body
             batch = body.get("data") or []
             items.extend(batch)
@@ -250,21 +298,35 @@ class SendlaneClient(ProviderClient):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    async def upsert_members(self, list_id: str, members: Sequence[Member]) -> BatchResult:
-        by_email = {m.email: m for m in members}
-        known: dict[str, Contact | None] = {}
-
-        async def look(email: str) -> None:
-            known[email] = await self._settled_contact(email)
-
-        result = await for_each_member(unique_emails(by_email), look, concurrency=self.concurrency)
-        looked_up, result.succeeded = result.succeeded, []
-        payloads = [self._contact_payload(by_email[e], known[e]) for e in looked_up]
+    async def upsert_members(
+        self, list_id: str, members: Sequence[Member], segment_id: str | None = None
+    ) -> BatchResult:
+        unique = unique_members(members)
+        if not unique:
+            return BatchResult()
+        unsubscribed = await self._unsubscribed()
+        payloads = [
+            self._contact_payload(m, None if m.email.lower() in unsubscribed
+                                  else self.consent_for_new, segment_id)
+            for m in unique
+        ]
+        result = BatchResult()
         for chunk in chunked(payloads, MAX_BATCH):
-            result.extend(await self._post_contacts(list_id, list(chunk)))
+            result.extend(await self._post_contacts(list_id, list(chunk), segment_id))
         return result
 
-    def _contact_payload(self, member: Member, existing: Contact | None) -> dict[str, Any]:
+    async def _unsubscribed(self) -> set[str]:
+        """The account's unsubscribed emails, read anew since the last time."""
+        started = time.time()
+        since = self.unsubscribed.since()
+        query = {"from": since} if since is not None else None
+        self.unsubscribed.add(await self._paged("/contacts/unsubscribed", query), started)
+        return self.unsubscribed.emails
+
+    def _contact_payload(
+        self, member: Member, consent: bool | None, segment_id: str | None
+    ) -> dict[str, Any]:
+        """A contact of ``POST /lists/{id}/contacts``; no ``email_consent`` when None."""
         payload: dict[str, Any] = {"email": member.email}
         named = {"first_name": member.first_name, "last_name": member.last_name,
                  "phone": member.phone}
@@ -273,12 +335,43 @@ class SendlaneClient(ProviderClient):
             payload["custom_fields"] = [
                 {"id": _as_id(k), "value": v} for k, v in member.merge_fields.items()
             ]
-        consent = self.consent_for_new if existing is None else _consent(existing)
         if consent is not None:
             payload["email_consent"] = consent
+        if segment_id is not None:
+            payload["tag_ids"] = [_as_id(segment_id)]
         return payload
 
-    async def _post_contacts(self, list_id: str, payloads: list[dict[str, Any]]) -> BatchResult:
+    async def change_emails(
+        self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
+    ) -> BatchResult:
+        by_new = {c.new.email: c for c in changes}
+        by_new = {e: by_new[e] for e in unique_emails(by_new)}
+        if not by_new:
+            return BatchResult()
+        payloads: dict[str, dict[str, Any]] = {}
+
+        async def prepare(email: str) -> None:
+            change = by_new[email]
+            old, new = await self._settled_contact(change.old), await self._settled_contact(email)
+            payloads[email] = self._contact_payload(
+                change.new, _carried_consent(old, new, self.consent_for_new), segment_id)
+
+        looked = await for_each_member(list(by_new), prepare, concurrency=self.concurrency)
+        result = BatchResult(failed=looked.failed)
+        ready = [payloads[e] for e in looked.succeeded]
+        posted = BatchResult()
+        for chunk in chunked(ready, MAX_BATCH):
+            posted.extend(await self._post_contacts(list_id, list(chunk), segment_id))
+        result.failed.update(posted.failed)
+        olds = {e: by_new[e].old for e in posted.succeeded
+                if by_new[e].old.lower() != e.lower()}
+        result.succeeded.extend(e for e in posted.succeeded if e not in olds)
+        result.extend(await retire_old_emails(self, list_id, segment_id, olds))
+        return result
+
+    async def _post_contacts(
+        self, list_id: str, payloads: list[dict[str, Any]], segment_id: str | None = None
+    ) -> BatchResult:
         """POST a chunk; on a 422 naming members by index, set those aside, send the rest."""
         result = BatchResult()
         while payloads:
@@ -289,6 +382,8 @@ class SendlaneClient(ProviderClient):
                 continue
             for payload in payloads:
                 self.pending.expect(payload["email"], "lists", list_id, True)
+                if segment_id is not None:
+                    self.pending.expect(payload["email"], "tags", segment_id, True)
                 result.succeeded.append(payload["email"])
             break
         return result
@@ -375,6 +470,18 @@ def _refused_indexes(error: ValidationFailed, count: int) -> dict[int, list[str]
 def _consent(contact: Contact) -> bool | None:
     value = contact.get("subscribed", contact.get("email_consent"))
     return None if value is None else bool(value)
+
+
+def _carried_consent(
+    old: Contact | None, new: Contact | None, for_new: bool | None
+) -> bool | None:
+    """Consent for a changed email: the new contact's own is kept (None) when Sendlane
+    has it; else the old contact's refusal carries over; else ``for_new``."""
+    if new is not None:
+        return None
+    if old is not None and _consent(old) is False:
+        return False
+    return for_new
 
 
 def _name(raw: Mapping[str, Any]) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.ac_import import ImportWait
 from providers.base import ProviderClient
 from providers.fakes.activecampaign import ActiveCampaignFake
 from providers.fakes.base import FakeProvider
 from providers.fakes.mailchimp import MailchimpFake
+from providers.fakes.mailchimp import subscriber_hash as mailchimp_hash
 from providers.fakes.sendlane import SendlaneFake
-from providers.limits import LimitPolicy, ProviderLimits
+from providers.limits import AC_BULK_IMPORT, LimitPolicy, ProviderLimits
 from providers.registry import make_client
 from providers.retry import FullJitterBackoff, Retry
 
@@ -23,8 +25,10 @@ PROVIDERS = ("mailchimp", "activecampaign", "sendlane")
 # Generous limits for tests that are not about limits (the real ones make them slow).
 FAST_POLICIES = {
     "activecampaign": LimitPolicy(max_calls=200, period=1.0),
+    AC_BULK_IMPORT: LimitPolicy(max_calls=100, period=1.0),
     "sendlane": LimitPolicy(max_calls=2000, period=1.0),
 }
+FAST_IMPORT_WAIT = ImportWait(first=0.01, cap=0.05, limit=5.0)
 
 
 def fast_retry(max_attempts: int = 10, **kwargs: Any) -> Retry:
@@ -37,7 +41,8 @@ def build_fake(provider: str) -> FakeProvider:
     if provider == "mailchimp":
         return MailchimpFake(seed=7)
     if provider == "activecampaign":
-        return ActiveCampaignFake(rate_limit=(200, 1.0), injected_retry_after="0.02",
+        return ActiveCampaignFake(rate_limit=(200, 1.0), bulk_rate_limit=(100, 100, 1.0),
+                                  import_delay=0.02, injected_retry_after="0.02",
                                   fractional_retry_after=True, seed=7)
     return SendlaneFake(rate_limit=(2000, 1.0), write_delay=0.03, seed=7)
 
@@ -53,7 +58,9 @@ class Harness:
 
     def client(self, *, limits: ProviderLimits | None = None, retry: Retry | None = None,
                credentials: dict[str, str] | None = None, **options: Any) -> ProviderClient:
-        """A real client for this fake (fast limits and retry unless given)."""
+        """A real client for this fake (fast limits, retry and import polling unless given)."""
+        if self.provider == "activecampaign":
+            options.setdefault("import_wait", FAST_IMPORT_WAIT)
         return make_client(
             self.provider, credentials or self.fake.credentials(), self.base_url,
             limits=limits or ProviderLimits(FAST_POLICIES),
@@ -68,24 +75,34 @@ class Harness:
         lid, segs = self.fake.seed_list(name, segments)
         return str(lid), dict(segs)
 
-    def seed_member(self, list_id: str, email: str, *, subscribed: bool = True) -> None:
-        """Someone already on the list, subscribed or (sticky) unsubscribed."""
+    def seed_member(self, list_id: str, email: str, *, subscribed: bool = True,
+                    segment: str | None = None) -> None:
+        """Someone already on the list, subscribed or (sticky) unsubscribed, in ``segment``."""
         if isinstance(self.fake, MailchimpFake):
             status = "subscribed" if subscribed else "unsubscribed"
             self.fake.state.add_member(list_id, email, status)
+            if segment is not None:
+                lst = self.fake.state.lists[list_id]
+                lst.segments[int(segment)].members.add(mailchimp_hash(email))
         elif isinstance(self.fake, ActiveCampaignFake):
-            self.fake.state.add_contact(email, lists={int(list_id): 1 if subscribed else 2})
+            tags = [int(segment)] if segment is not None else []
+            self.fake.state.add_contact(email, lists={int(list_id): 1 if subscribed else 2},
+                                        tags=tags)
         else:
-            self.fake.state.add_contact(email, subscribed=subscribed, lists=[int(list_id)])
+            tags = [int(segment)] if segment is not None else []
+            self.fake.state.add_contact(email, subscribed=subscribed, lists=[int(list_id)],
+                                        tags=tags)
 
     def seed_invalid(self, email: str) -> None:
         """An address the provider refuses as invalid or fake-looking."""
         self.fake.state.invalid_emails.add(email.lower())
 
     async def settle(self) -> None:
-        """Wait for asynchronous writes (Sendlane) to be applied."""
+        """Wait for asynchronous writes (Sendlane, ActiveCampaign imports) to be applied."""
         if isinstance(self.fake, SendlaneFake):
             await self.fake.state.settle()
+        elif isinstance(self.fake, ActiveCampaignFake):
+            await self.fake.state.imports.settle()
 
     def on_list(self, list_id: str, email: str) -> bool:
         if isinstance(self.fake, MailchimpFake):

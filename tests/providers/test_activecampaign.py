@@ -1,13 +1,17 @@
-"""ActiveCampaign specifics: look before subscribing, tags removed by association id;
-the fake's bulk import and email changes."""
+"""ActiveCampaign specifics: look before subscribing, tags removed by association id,
+the bulk import's limits, email changes that keep the contact."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import httpx
 
 from providers.activecampaign import ActiveCampaignClient
-from providers.base import Member
-from tests.providers.harness import Harness
+from providers.base import EmailChange, Member
+from providers.limits import AC_BULK_IMPORT, LimitPolicy, ProviderLimits
+from tests.providers.harness import FAST_POLICIES, Harness
 
 
 def _posts(harness: Harness, path: str) -> int:
@@ -126,6 +130,57 @@ async def test_the_fake_import_has_its_own_limits(activecampaign: Harness) -> No
     assert [a.status_code for a in several] == [200, 200, 200, 429]
     assert float(several[-1].headers["Retry-After"]) > 0
     assert several[-1].headers["RateLimit-Limit"] == "3"
+
+
+async def test_imports_are_paced_without_holding_up_ordinary_calls(
+    activecampaign: Harness,
+) -> None:
+    activecampaign.fake.bulk_rate_limit = (20, 1, 0.6)
+    limits = ProviderLimits({**FAST_POLICIES,
+                             AC_BULK_IMPORT: LimitPolicy(max_calls=1, period=0.6, margin=0.1)})
+    list_id, _ = activecampaign.seed_list("Paced")
+    members = [Member(f"p{i}@shop.test") for i in range(600)]  # three imports of 200
+    async with activecampaign.client(limits=limits) as client:
+        started = time.monotonic()
+        bulk = asyncio.create_task(client.upsert_members(list_id, members))
+        await asyncio.sleep(0.1)  # the first import is in; the others wait for the window
+        await client.validate_credentials()
+        ordinary_took = time.monotonic() - started
+        result = await bulk
+    assert result.ok and len(result.succeeded) == 600
+    assert time.monotonic() - started >= 1.2  # 3 imports, one per 0.6 s window
+    assert ordinary_took < 0.5
+    assert activecampaign.fake.stats["rate_limited"] == 0
+
+
+async def test_an_import_429_pauses_imports_only(activecampaign: Harness) -> None:
+    activecampaign.fake.bulk_rate_limit = (20, 1, 0.5)
+    limits = ProviderLimits({**FAST_POLICIES, AC_BULK_IMPORT: LimitPolicy()})  # unpaced
+    list_id, _ = activecampaign.seed_list("Unpaced")
+    members = [Member(f"u{i}@shop.test") for i in range(500)]  # two imports of 250
+    async with activecampaign.client(limits=limits) as client:
+        bulk = asyncio.create_task(client.upsert_members(list_id, members))
+        await asyncio.sleep(0.15)
+        started = time.monotonic()
+        await client.validate_credentials()
+        ordinary_took = time.monotonic() - started
+        result = await bulk
+    assert result.ok and activecampaign.fake.stats["rate_limited"] >= 1
+    assert ordinary_took < 0.3
+
+
+async def test_email_change_keeps_the_contact_and_its_tags(activecampaign: Harness) -> None:
+    state = activecampaign.fake.state
+    list_id, tags = activecampaign.seed_list("Customers", "VIP", "Other")
+    vip, other = int(tags["VIP"]), int(tags["Other"])
+    contact = state.add_contact("old@shop.test", lists={int(list_id): 1}, tags=[vip, other])
+    async with activecampaign.client() as client:
+        result = await client.change_emails(
+            list_id, [EmailChange("old@shop.test", Member("new@shop.test"))], tags["VIP"])
+    assert result.succeeded == ["new@shop.test"]
+    assert state.by_email("new@shop.test") is contact and state.by_email("old@shop.test") is None
+    assert state.tag_ids("new@shop.test") == {vip, other} and len(state.contact_tags) == 2
+    assert activecampaign.fake.calls.count(("PUT", f"/api/3/contacts/{contact.id}")) == 1
 
 
 async def test_the_fake_refuses_an_email_another_contact_has(activecampaign: Harness) -> None:

@@ -1,4 +1,5 @@
-"""Mailchimp specifics: subscriber hash, 500-member batches, partial failure in a 200."""
+"""Mailchimp specifics: subscriber hash, 500-member batches, partial failure in a 200,
+renames by PATCH."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import base64
 
 import httpx
 
-from providers.base import Member
+from providers.base import EmailChange, Member
 from providers.fakes import mailchimp as fake_mailchimp
 from providers.fakes.mailchimp import MailchimpFake
 from providers.mailchimp import MailchimpClient, subscriber_hash
@@ -139,6 +140,53 @@ async def test_oauth_bearer_token(fake_servers: dict[str, tuple[object, str]]) -
 def _auth(harness: Harness) -> dict[str, str]:
     key = harness.fake.credentials()["api_key"]
     return {"Authorization": "Basic " + base64.b64encode(f"x:{key}".encode()).decode()}
+
+
+async def test_email_change_is_one_patch_keeping_status_and_segments(mailchimp: Harness) -> None:
+    state = mailchimp.fake.state
+    list_id, segments = mailchimp.seed_list("Customers", "VIP", "Other")
+    vip, other = segments["VIP"], segments["Other"]
+    state.add_member(list_id, "old@shop.test", "unsubscribed")
+    for segment in (vip, other):
+        state.lists[list_id].segments[int(segment)].members.add(subscriber_hash("old@shop.test"))
+    async with mailchimp.client() as client:
+        result = await client.change_emails(
+            list_id, [EmailChange("old@shop.test", Member("new@shop.test", "N"))], vip)
+    assert result.succeeded == ["new@shop.test"]
+    patch = ("PATCH", f"/3.0/lists/{list_id}/members/{subscriber_hash('old@shop.test')}")
+    assert mailchimp.fake.calls.count(patch) == 1
+    member = state.member(list_id, "new@shop.test")
+    assert member is not None and member.status == "unsubscribed"
+    assert member.merge_fields["FNAME"] == "N" and state.member(list_id, "old@shop.test") is None
+    assert state.segment_emails(list_id, other) == {"new@shop.test"}
+    assert state.status_changes == []
+
+
+async def test_a_cleaned_member_is_not_renamed_but_replaced(mailchimp: Harness) -> None:
+    state = mailchimp.fake.state
+    list_id, segments = mailchimp.seed_list("Customers", "VIP")
+    state.add_member(list_id, "bounced@shop.test", "cleaned")
+    async with mailchimp.client() as client:
+        result = await client.change_emails(
+            list_id, [EmailChange("bounced@shop.test", Member("fixed@shop.test"))],
+            segments["VIP"])
+    assert result.succeeded == ["fixed@shop.test"]
+    assert state.member(list_id, "fixed@shop.test").status == "subscribed"  # type: ignore[union-attr]
+    old = state.member(list_id, "bounced@shop.test")
+    assert old is not None and old.archived and old.status == "cleaned"
+    assert state.segment_emails(list_id, segments["VIP"]) == {"fixed@shop.test"}
+
+
+async def test_an_archived_member_renamed_comes_back_with_its_status(mailchimp: Harness) -> None:
+    state = mailchimp.fake.state
+    list_id, _ = mailchimp.seed_list("Customers")
+    state.add_member(list_id, "old@shop.test", "unsubscribed").archived = True
+    async with mailchimp.client() as client:
+        result = await client.change_emails(
+            list_id, [EmailChange("old@shop.test", Member("new@shop.test"))])
+    assert result.succeeded == ["new@shop.test"]
+    member = state.member(list_id, "new@shop.test")
+    assert member is not None and not member.archived and member.status == "unsubscribed"
 
 
 async def test_the_fake_answers_member_exists_to_a_taken_address(mailchimp: Harness) -> None:

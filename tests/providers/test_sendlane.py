@@ -1,11 +1,12 @@
-"""Sendlane specifics: asynchronous writes, consent, HTML 401, ``list_name``."""
+"""Sendlane specifics: asynchronous writes, consent, HTML 401, ``list_name``, the batch
+maximum, unsubscribes read incrementally, email changes without a rename."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from providers.base import Member
+from providers.base import EmailChange, Member
 from providers.errors import AuthError
 from providers.sendlane import SendlaneClient
 from tests.providers.harness import Harness
@@ -90,3 +91,41 @@ async def test_the_fake_refuses_more_than_100_contacts_a_call(sendlane: Harness)
         answer = await http.post(f"{sendlane.base_url}/lists/{list_id}/contacts",
                                  json={"contacts": contacts})
     assert answer.status_code == 422 and "100" in answer.json()["errors"]["contacts"][0]
+
+
+async def test_unsubscribes_are_read_in_full_once_then_since_the_last_read(
+    sendlane: Harness,
+) -> None:
+    state = sendlane.fake.state
+    list_id, _ = sendlane.seed_list("Customers")
+    state.add_contact("early@shop.test", subscribed=False)
+    async with sendlane.client() as client:
+        assert isinstance(client, SendlaneClient)
+        assert client.unsubscribed.since() is None  # nothing read yet: a full read
+        assert (await client.upsert_members(list_id, [Member("a@shop.test")])).ok
+        assert client.unsubscribed.emails == {"early@shop.test"}
+        assert str(client.unsubscribed.since()).endswith("Z")  # from then on, `from`
+        state.add_contact("later@shop.test", subscribed=False)
+        members = [Member("early@shop.test"), Member("later@shop.test"), Member("b@shop.test")]
+        assert (await client.upsert_members(list_id, members)).ok
+    await sendlane.settle()
+    reads = [p for m, p in sendlane.fake.calls if p == "/v2/contacts/unsubscribed"]
+    assert len(reads) == 2 and state.resubscribes == []
+    assert not sendlane.subscribed(list_id, "later@shop.test")
+    assert sendlane.subscribed(list_id, "b@shop.test")
+
+
+async def test_email_change_replaces_the_contact_without_unsubscribing(sendlane: Harness) -> None:
+    state = sendlane.fake.state
+    list_id, tags = sendlane.seed_list("Customers", "VIP")
+    other_list, _ = sendlane.seed_list("Other")
+    old = state.add_contact("old@shop.test", lists=[int(list_id), int(other_list)],
+                            tags=[int(tags["VIP"])])
+    async with sendlane.client() as client:
+        result = await client.change_emails(
+            list_id, [EmailChange("old@shop.test", Member("new@shop.test"))], tags["VIP"])
+    await sendlane.settle()
+    assert result.succeeded == ["new@shop.test"]
+    new = state.by_email("new@shop.test")
+    assert new is not None and new.subscribed and new.lists == {int(list_id)}
+    assert old.subscribed and old.lists == {int(other_list)} and not old.tags

@@ -7,6 +7,13 @@ into a ``Bucket`` that coalesces each customer to their final state, and sent wh
 the bucket holds ``batch_max`` customers or is ``linger`` seconds old. One batch per
 target is in flight at a time, so a customer's changes reach the provider in order.
 
+A batch is at most three calls, in this order: removals (out of the segment or tag,
+or off the list where none is named; never unsubscribing), moves of members whose
+email changed (``change_emails``), and upserts into the list and segment or tag
+(``upsert_members``). The member is always sent under the newest email known; one
+whose add had no email is sent when a ``member_updated`` brings one
+(``providers.batching.Plan`` says what each customer needs).
+
 Outcomes, per member: confirmed (done); refused for good, or without an email (to
 ``segments.dlq`` with the provider's reason, then done); worth retrying (kept for
 the next batch). A whole call that still fails after the ``Retry`` policy is an
@@ -22,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +38,10 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from providers.base import BatchResult, Member, MemberFailure, ProviderClient
+from providers.base import BatchResult, EmailChange, Member, MemberFailure, ProviderClient
 from providers.batching import (
     TP,
+    Action,
     Bucket,
     Change,
     OffsetTracker,
@@ -67,6 +75,7 @@ class SyncCounters:
     skipped: int = 0  # changes of segments without an auto_responder
     duplicates: int = 0  # changes whose event_id was already taken
     outages: int = 0  # times a profile was held after retries ran out
+    moved: int = 0  # members moved to a new email (included in synced)
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -92,6 +101,57 @@ class SyncOptions:
 class _Health:
     failures: int = 0
     not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why a customer's action is not done: a dead-letter code and reason, or retriable."""
+
+    code: str
+    reason: str
+    retriable: bool = False
+
+    @classmethod
+    def of(cls, provider: str, refused: Sequence[MemberFailure]) -> _Failure:
+        """A customer's failure from the provider's refusals of its emails in one call."""
+        final = [f for f in refused if not f.retriable]
+        if not final:
+            return _RETRY
+        return cls("provider_rejected", f"{provider}: {final[0].reason}")
+
+
+_RETRY = _Failure("retry", "worth another try", retriable=True)
+_MISSING_EMAIL = ("missing_email", "the member has no email: it cannot be sent to a provider")
+
+Call = Callable[[ProviderClient], Awaitable[BatchResult]]
+
+
+def _provider_calls(
+    target: Target, work: Mapping[str, Action]
+) -> list[tuple[dict[str, list[str]], Call]]:
+    """The batch's provider calls in order, each with the emails its customers are keyed by:
+    removals (out of the segment or tag, or off the list), moves, upserts."""
+    list_id, segment_id = target.list_id, target.segment_id
+    removed = {c: list(a.remove) for c, a in work.items() if a.remove}
+    moves = {c: EmailChange(a.move_from, Member(a.send))
+             for c, a in work.items() if a.send and a.move_from}
+    upserts = {c: Member(a.send) for c, a in work.items() if a.send and not a.move_from}
+    out_emails = [e for emails in removed.values() for e in emails]
+
+    async def remove(client: ProviderClient) -> BatchResult:
+        if segment_id is not None:
+            return await client.remove_from_segment(list_id, segment_id, out_emails)
+        return await client.remove_from_list(list_id, out_emails)
+
+    async def move(client: ProviderClient) -> BatchResult:
+        return await client.change_emails(list_id, list(moves.values()), segment_id)
+
+    async def upsert(client: ProviderClient) -> BatchResult:
+        return await client.upsert_members(list_id, list(upserts.values()), segment_id)
+
+    return [(removed, remove),
+            ({c: [m.new.email] for c, m in moves.items()}, move),
+            ({c: [m.email] for c, m in upserts.items()}, upsert)]
 
 
 async def run_sync(
@@ -343,11 +403,10 @@ class SyncWorker:
     async def _send(self, bucket: Bucket) -> list[Pending]:
         """Send one batch; return the customers still to do."""
         target = bucket.target
-        pendings = list(bucket.items.values())
-        no_email = [p for p in pendings if p.latest.email is None]
-        await self._dead_letter(no_email, "missing_email",
-                                "the member has no email: it cannot be sent to a provider")
-        pendings = [p for p in pendings if p.latest.email is not None]
+        work = await self._without_calls(bucket)
+        if not work:
+            return []
+        pendings = [bucket.items[c] for c in work]
         try:
             client = await self._client(target.profile_id)
         except ProfileNotFound as exc:
@@ -357,75 +416,103 @@ class SyncWorker:
             log.error("sync: profile %s unusable: %s", target.profile_id, exc.message)
             self._hold(target.profile_id, outage=True)
             return pendings
-        leftover: list[Pending] = []
-        for added in (True, False):
-            group = [p for p in pendings if p.latest.added is added]
-            if group and leftover and self._held(target.profile_id):
-                leftover.extend(group)  # the provider is out: do not try the other half
-            elif group:
-                leftover.extend(await self._send_group(client, target, group, added))
+        failures = await self._calls(client, target, work)
+        leftover = await self._settle(bucket, work, failures)
         if not leftover:
             self._health_of(target.profile_id).failures = 0
         elif not self._held(target.profile_id):
             self._hold(target.profile_id, outage=False)
         return leftover
 
-    async def _send_group(
-        self, client: ProviderClient, target: Target, group: list[Pending], added: bool
-    ) -> list[Pending]:
-        emails = [p.latest.email for p in group if p.latest.email is not None]
+    async def _without_calls(self, bucket: Bucket) -> dict[str, Action]:
+        """Settle the customers that need no provider call (a member without an email is
+        dead-lettered, someone gone who never had one is done); the others' actions."""
+        work: dict[str, Action] = {}
+        missing: list[Pending] = []
+        for customer, pending in bucket.items.items():
+            action = pending.plan.action()
+            if action.remove or action.send is not None:
+                work[customer] = action
+            elif action.missing_email:
+                missing.append(pending)
+            else:
+                self._done(pending)
+        await self._dead_letter(missing, *_MISSING_EMAIL)
+        return work
+
+    async def _calls(
+        self, client: ProviderClient, target: Target, work: Mapping[str, Action]
+    ) -> dict[str, _Failure]:
+        """Removals, then moves, then upserts (so an email that passes from one customer
+        to another ends with the second); each customer's failures, the first per call.
+        Once the provider is out, the calls left are not tried."""
+        calls = _provider_calls(target, work)
+        failures: dict[str, _Failure] = {}
+        for keys, run in calls:
+            if not keys:
+                continue
+            if self._held(target.profile_id):
+                outcome = {c: _RETRY for c in keys}
+            else:
+                outcome = await self._call(client, target, keys, run)
+            for customer, failure in outcome.items():
+                if customer not in failures or not failure.retriable:
+                    failures[customer] = failure  # a permanent failure wins: retrying fails
+        self.counters.moved += sum(1 for c, a in work.items()
+                                   if a.move_from is not None and c not in failures)
+        return failures
+
+    async def _call(
+        self, client: ProviderClient, target: Target, keys: Mapping[str, list[str]],
+        run: Call,
+    ) -> dict[str, _Failure]:
+        """One provider call for the customers in ``keys`` (customer -> the emails its
+        outcome is keyed by): who failed, and how. A call failing as a whole fails all."""
+        provider = client.provider
         try:
-            result = await (self._add(client, target, emails) if added
-                            else self._remove(client, target, emails))
+            result = await run(client)
         except AuthError as exc:
-            log.error("sync: %s refused profile %s credentials: %s", client.provider,
+            log.error("sync: %s refused profile %s credentials: %s", provider,
                       target.profile_id, exc.reason)
             self._forget_client(target.profile_id)
             self._hold(target.profile_id, outage=True)
-            return group
+            return {c: _RETRY for c in keys}
         except ListNotFound as exc:
-            await self._dead_letter(group, "list_not_found", f"{client.provider}: {exc.reason}")
-            return []
+            return {c: _Failure("list_not_found", f"{provider}: {exc.reason}") for c in keys}
         except ProviderError as exc:
             if exc.retriable:
-                log.warning("sync: %s unavailable for profile %s: %s", client.provider,
+                log.warning("sync: %s unavailable for profile %s: %s", provider,
                             target.profile_id, exc)
                 self._hold(target.profile_id, outage=True)
-                return group
-            await self._dead_letter(group, "provider_rejected", f"{client.provider}: {exc.reason}")
-            return []
-        return await self._settle(client.provider, group, result)
-
-    @staticmethod
-    async def _add(client: ProviderClient, target: Target, emails: list[str]) -> BatchResult:
-        result = await client.upsert_members(target.list_id, [Member(e) for e in emails])
-        if target.segment_id is None or not result.succeeded:
-            return result
-        tagged = await client.add_to_segment(target.list_id, target.segment_id,
-                                             result.succeeded)
-        return BatchResult(tagged.succeeded, {**result.failed, **tagged.failed})
-
-    @staticmethod
-    async def _remove(client: ProviderClient, target: Target, emails: list[str]) -> BatchResult:
-        if target.segment_id is not None:
-            return await client.remove_from_segment(target.list_id, target.segment_id, emails)
-        return await client.remove_from_list(target.list_id, emails)
+                return {c: _RETRY for c in keys}
+            return {c: _Failure("provider_rejected", f"{provider}: {exc.reason}")
+                    for c in keys}
+        failed = {e.strip().lower(): f for e, f in result.failed.items()}
+        out: dict[str, _Failure] = {}
+        for customer, emails in keys.items():
+            refused = [failed[k] for k in (e.strip().lower() for e in emails) if k in failed]
+            if refused:
+                out[customer] = _Failure.of(provider, refused)
+        return out
 
     async def _settle(
-        self, provider: str, group: list[Pending], result: BatchResult
+        self, bucket: Bucket, work: Mapping[str, Action], failures: Mapping[str, _Failure]
     ) -> list[Pending]:
-        failed: dict[str, MemberFailure] = {e.lower(): f for e, f in result.failed.items()}
         leftover: list[Pending] = []
-        for pending in group:
-            failure = failed.get(str(pending.latest.email).lower())
-            if failure is None:
+        refused: dict[tuple[str, str], list[Pending]] = {}
+        for customer, action in work.items():
+            pending, failure = bucket.items[customer], failures.get(customer)
+            if failure is None and action.missing_email:
+                refused.setdefault(_MISSING_EMAIL, []).append(pending)
+            elif failure is None:
                 self._done(pending)
                 self.counters.synced += 1
             elif failure.retriable:
                 leftover.append(pending)
             else:
-                await self._dead_letter([pending], "provider_rejected",
-                                        f"{provider}: {failure.reason}")
+                refused.setdefault((failure.code, failure.reason), []).append(pending)
+        for (code, reason), pendings in refused.items():
+            await self._dead_letter(pendings, code, reason)
         return leftover
 
     async def _client(self, profile_id: str) -> ProviderClient:
@@ -540,4 +627,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.worker.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        return None
+        log.info("sync: assigned partitions %s", sorted(tp.partition for tp in assigned))

@@ -2,6 +2,8 @@
 
 One Struct per event type, a tagged union on `"type"`, decoded in one pass by a
 `msgspec.json.Decoder`. Unknown extra fields are ignored.
+The text must be UTF-8 throughout, ignored fields included, and `occurred_at` an instant
+of the years 0001 to 9999 in UTC (what `datetime` holds and `ms_to_rfc3339` writes).
 Every decoding failure becomes an `InvalidEvent` with a stable `code` and a
 reason that names the JSON path, ready for the dead-letter topic.
 
@@ -256,16 +258,67 @@ _DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _ENCODER: Final = msgspec.json.Encoder()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
+MAX_REASON_CHARS: Final = 600
+"""The longest reason an `InvalidEvent` of `decode_event` carries."""
+_EDGE_YEARS: Final = frozenset({1, 9999})
+"""The years in which a time with an offset may be outside the years 1 to 9999 in UTC."""
 
 
 def decode_event(raw: bytes | str) -> Event:
-    """Decode and validate one JSON event; raise `InvalidEvent` when it is not one."""
+    """Decode and validate one JSON event; raise `InvalidEvent` when it is not one.
+
+    A reason quotes the value it is about; a long one is cut in the middle to at most
+    `MAX_REASON_CHARS`, since reasons go into dead letters' headers, logs and answers.
+    """
     try:
-        return _DECODER.decode(raw)
+        return _decode(raw)
+    except InvalidEvent as exc:
+        if len(exc.reason) <= MAX_REASON_CHARS:
+            raise
+        half = MAX_REASON_CHARS // 2 - 20
+        cut = f"{exc.reason[:half]} … ({len(exc.reason) - 2 * half} characters cut) … "
+        raise InvalidEvent(exc.code, cut + exc.reason[-half:], exc.path) from None
+
+
+def _decode(raw: bytes | str) -> Event:
+    if not raw.isascii():
+        _check_utf8(raw)
+    try:
+        event = _DECODER.decode(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
         raise invalid_event_from(str(exc), EVENT_TYPES) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent("invalid_json", f"not valid JSON: {exc}", "$") from None
+    except RecursionError:  # msgspec's limit on nesting (Python's recursion limit)
+        raise InvalidEvent("invalid_json", "not valid JSON: nested too deeply", "$") from None
+    if event.occurred_at.year in _EDGE_YEARS:
+        _check_in_range(event.occurred_at)
+    return event
+
+
+def _check_utf8(raw: bytes | str) -> None:
+    """JSON text is UTF-8. msgspec checks only the strings it decodes (and raises a
+    UnicodeError for those), so bytes anywhere else, in an ignored field say, are checked here."""
+    try:
+        if isinstance(raw, bytes):
+            raw.decode()
+        else:
+            raw.encode()  # a str holding a lone surrogate is not UTF-8 either
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise InvalidEvent("invalid_json", f"not valid JSON: not UTF-8 at position "
+                           f"{exc.start} ({exc.reason})", "$") from None
+
+
+def _check_in_range(moment: datetime) -> None:
+    """Years 1 to 9999 as written may leave that range once the offset is applied (the
+    instant of "0001-01-01T00:00:00+01:00" is in year 0), where no time can be computed."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(
+            "invalid_value",
+            f"{moment.isoformat()} is before 0001-01-01T00:00:00Z or after "
+            "9999-12-31T23:59:59.999999Z at `$.occurred_at`", "$.occurred_at") from None
 
 
 def encode_event(ev: Event) -> bytes:

@@ -57,13 +57,26 @@ _SET_FIELDS: Final = (
 )  # fmt: skip
 _TIME_FIELDS: Final = ("created_at", "first_order_at", "last_order_at")
 _COUNT_FIELDS: Final = ("order_count", "decline_count", "refund_count", "chargeback_count")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_Y2000: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_Y2000_MS: Final = 946_684_800_000
+_CYCLE_MS: Final = 146_097 * 86_400_000
+"""The Gregorian calendar repeats every 400 years (146,097 days), from 2000-01-01 on."""
 
 
 def ms_to_rfc3339(ms: int) -> str:
-    """Epoch ms as RFC 3339 UTC with milliseconds: "2026-11-28T17:32:00.120Z"."""
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """Epoch ms as RFC 3339 UTC with milliseconds: "2026-11-28T17:32:00.120Z".
+
+    The year has four digits from 0001 to 9999, the years an event's `occurred_at` may
+    have. Any other instant (a timer past year 9999, computed from one) is written with
+    ISO 8601's expanded year, a sign and five or more digits ("+10000-02-29T00:00:00.000Z"),
+    instead of failing.
+    """
+    cycles, within = divmod(ms - _Y2000_MS, _CYCLE_MS)
+    moment = _Y2000 + timedelta(milliseconds=within)
+    year = moment.year + 400 * cycles
+    shown = f"{year:04d}" if 1 <= year <= 9999 else f"{year:+06d}"
+    return (f"{shown}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
 def mask_slots(mask: int) -> list[int]:

@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from providers.base import Member
 from providers.fakes.activecampaign import ActiveCampaignFake
 from providers.fakes.base import FakeProvider, Faults
-from providers.fakes.mailchimp import MailchimpFake
+from providers.fakes.mailchimp import MailchimpFake, subscriber_hash
 from providers.fakes.sendlane import SendlaneFake
 from providers.fakes.server import serve_fake
 from providers.limits import ProviderLimits
@@ -87,11 +87,19 @@ class Bench:
         """The segstream segment synced to this provider."""
         return f"bench-{self.provider}"
 
+    def key(self, email: str) -> str:
+        """How ``in_segment`` names a member: Mailchimp's subscriber hash, else the email."""
+        return subscriber_hash(email) if isinstance(self.fake, MailchimpFake) else email.lower()
+
     def in_segment(self) -> set[str]:
-        """Lowercased emails the fake holds in the static segment or tag now."""
+        """Members (``key``) the fake holds in the static segment or tag now.
+
+        Polled every few milliseconds beside the worker, so Mailchimp's is the segment's
+        own set of hashes, not a set built per poll.
+        """
         fake = self.fake
         if isinstance(fake, MailchimpFake):
-            return fake.state.segment_emails(self.list_id, self.segment_id)
+            return fake.state.lists[self.list_id].segments[int(self.segment_id)].members
         if isinstance(fake, ActiveCampaignFake):
             fake.state.imports.apply_due()
             return fake.state.tagged_emails(int(self.segment_id))
@@ -136,7 +144,7 @@ async def watch(
     emails: Callable[[], set[str]], wanted: set[str], seen: dict[str, float], limit_s: float,
     every: float,
 ) -> None:
-    """Stamp each wanted email when it first shows up, until all have or time runs out."""
+    """Stamp each wanted member when it first shows up, until all have or time runs out."""
     deadline = time.monotonic() + limit_s
     while not wanted <= seen.keys() and time.monotonic() < deadline:
         now = time.monotonic()
@@ -229,7 +237,7 @@ async def configure(settings: Settings, redis: Redis, benches: list[Bench]) -> N
 async def warm_up(producer: AIOKafkaProducer, topic: str, bench: Bench) -> None:
     """One change through, so the group has formed and the worker is reading."""
     await produce(producer, topic, bench.segment, WARM_UP, 1, None, {})
-    await watch(bench.in_segment, {email_of(WARM_UP)}, {}, limit_s=120, every=0.02)
+    await watch(bench.in_segment, {bench.key(email_of(WARM_UP))}, {}, limit_s=120, every=0.02)
 
 
 async def stream_phase(
@@ -238,12 +246,13 @@ async def stream_phase(
     count = int(args.rate * args.duration)
     stamps: dict[str, float] = {}
     seen: dict[str, float] = {}
-    wanted = {email_of(STREAM_FIRST + k) for k in range(count)}
+    wanted = {bench.key(email_of(STREAM_FIRST + k)) for k in range(count)}
     watcher = asyncio.create_task(
         watch(bench.in_segment, wanted, seen, args.duration + 30, every=0.005))
     await produce(producer, topic, bench.segment, STREAM_FIRST, count, args.rate, stamps)
     await watcher
-    latencies = [(seen[e] - t) * 1000 for e, t in stamps.items() if e in seen]
+    arrived = {e: seen[bench.key(e)] for e in stamps if bench.key(e) in seen}
+    latencies = [(arrived[e] - t) * 1000 for e, t in stamps.items() if e in arrived]
     print(f"{'membership events at a fixed rate (mailchimp)':<{LINE}} "
           f"{count:,} at {args.rate:,.0f}/s, through the sync worker")
     print(f"{'reached the provider':<{LINE}} {len(latencies):,} of {count:,}")
@@ -260,7 +269,7 @@ async def burst_through_worker(
     args: argparse.Namespace, producer: AIOKafkaProducer, topic: str, bench: Bench
 ) -> None:
     first = BURST_FIRST[bench.provider]
-    wanted = {email_of(first + k) for k in range(args.burst)}
+    wanted = {bench.key(email_of(first + k)) for k in range(args.burst)}
     seen: dict[str, float] = {}
     started = time.monotonic()
     watcher = asyncio.create_task(watch(bench.in_segment, wanted, seen, args.burst_limit, 0.05))
@@ -272,7 +281,7 @@ async def burst_through_worker(
 async def burst_through_client(args: argparse.Namespace, bench: Bench) -> None:
     first = BURST_FIRST[bench.provider]
     members = [Member(email_of(first + k)) for k in range(args.burst)]
-    wanted = {m.email for m in members}
+    wanted = {bench.key(m.email) for m in members}
     batch = SyncOptions().batch_max
     seen: dict[str, float] = {}
     started = time.monotonic()

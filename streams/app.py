@@ -112,12 +112,15 @@ async def run_system(
     async with resolve_services(settings) as ready:
         assert ready.kafka_bootstrap and ready.redis_url
         say(f"Kafka: {ready.kafka_bootstrap}   Redis: {ready.redis_url}")
-        async with redis_client(ready.redis_url, **patient_retry(outages)) as redis, \
-                redis_client(ready.redis_url, **brief_retry(outages)) as quick:
+        url, cluster = ready.redis_url, ready.redis_cluster
+        async with redis_client(url, cluster=cluster, **patient_retry(outages)) as redis, \
+                redis_client(url, cluster=cluster, **brief_retry(outages)) as quick:
             checks = HealthChecks(ready.kafka_bootstrap, quick, outages)
             try:
                 if not await wait_for_services(checks.check, outages, stop):
                     return
+                if await DefinitionStore(redis, ready.key_prefix).migrate():
+                    log.info("segment definitions moved to their hash-tagged keys")
                 await _load_segments(ready, redis, options, say)
                 processor = Processor(ready, redis)
                 with _published(ready):

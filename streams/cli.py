@@ -205,7 +205,7 @@ async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("`segstream reconcile` needs SEGSTREAM_SECRET_KEY (it decrypts the "
                          "profile's credentials) and SEGSTREAM_REDIS_URL (or `segstream up` "
                          "running on this machine)")
-    async with redis_client(settings.redis_url) as redis:
+    async with redis_client(settings.redis_url, cluster=settings.redis_cluster) as redis:
         profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value())
         profile = await profiles.get(args.profile)
         slot, target = await _reconcile_target(settings, redis, profile.id, args.segment)

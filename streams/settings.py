@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     """Unset: `segstream up` starts the embedded broker."""
     redis_url: str | None = None
     """Unset: `segstream up` starts the embedded Redis-compatible server."""
+    redis_cluster: bool = False
+    """`redis_url` names a node of a Redis Cluster (the others are discovered)."""
     topic_prefix: str = ""
     key_prefix: str = "segstream"
     """Prefix of every Redis key."""

@@ -30,6 +30,7 @@ from providers.fakes.server import FAKES, serve_fake
 from streams.local.embedded import EmbeddedServices
 from streams.settings import Settings
 from streams.storage.client import redis_client as redis_client_for
+from tests.cluster import redis_cluster
 from tests.providers.harness import PROVIDERS, Harness, build_fake
 
 LEAK_GRACE_S = 2.0  # time tasks get to finish after the test's fixtures are torn down
@@ -44,6 +45,7 @@ class TestServices:
     kafka_bootstrap: str
     redis_url: str
     kind: str  # "embedded" (Tansu/Valkey), "external" or "docker"
+    redis_cluster: bool = False
 
     @property
     def is_tansu(self) -> bool:
@@ -55,6 +57,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "allow_task_leaks: the test hands tasks to a wider-scoped fixture on purpose",
     )
+    config.addinivalue_line(
+        "markers",
+        "single_redis: the test needs one Redis server (CLIENT PAUSE, RENAME across slots, a "
+        "plain client); skipped when the suite runs on a Redis Cluster",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("SEGSTREAM_TEST_REDIS_CLUSTER") != "1":
+        return
+    skip = pytest.mark.skip(reason="needs a single Redis server, not a cluster")
+    for item in items:
+        if item.get_closest_marker("single_redis"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +80,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]
         return
     kafka = os.environ.get("SEGSTREAM_TEST_KAFKA_BOOTSTRAP") or None
     redis_url = os.environ.get("SEGSTREAM_TEST_REDIS_URL") or None
+    if os.environ.get("SEGSTREAM_TEST_REDIS_CLUSTER") == "1":
+        yield from _with_redis_cluster(tmp_path_factory, kafka)
+        return
     if kafka and redis_url:
         yield TestServices(kafka, redis_url, "external")
         return
@@ -76,6 +95,19 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]
             redis_url or embedded.redis_url,
             "embedded" if kafka is None else "external",
         )
+
+
+def _with_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, kafka: str | None
+) -> Iterator[TestServices]:
+    """SEGSTREAM_TEST_REDIS_CLUSTER=1: the same tests on a local 3-master Redis Cluster."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(redis_cluster(tmp_path_factory.mktemp("cluster")))
+        if kafka is None:
+            embedded = stack.enter_context(
+                EmbeddedServices(tmp_path_factory.mktemp("services"), redis=False))
+            kafka = embedded.kafka_bootstrap
+        yield TestServices(kafka, url, "embedded", redis_cluster=True)
 
 
 def _docker_services() -> Iterator[TestServices]:
@@ -103,6 +135,7 @@ def settings(services: TestServices, tmp_path: Path) -> Settings:
         kafka_bootstrap=services.kafka_bootstrap,
         redis_url=services.redis_url,
         topic_prefix=f"{unique}.",
+        redis_cluster=services.redis_cluster,
         key_prefix=unique,
         group_id=f"{unique}-processor",
         partitions=4,
@@ -112,7 +145,7 @@ def settings(services: TestServices, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def redis_client(services: TestServices) -> AsyncIterator[redis.asyncio.Redis]:
-    async with redis_client_for(services.redis_url) as client:
+    async with redis_client_for(services.redis_url, cluster=services.redis_cluster) as client:
         yield client
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -76,9 +77,14 @@ class ReportingRetry(Retry):
         return result
 
 
+FOREVER: Final = 1 << 40
+"""Retries of a role's client: more than it can ever make at the backoff's cap (a negative
+count, redis-py's "forever", makes a Redis Cluster client skip commands instead)."""
+
+
 def patient_retry(outages: Outages | None = None) -> dict[str, Any]:
     """Client options for a role: retry for as long as Redis is away."""
-    return {"retry": ReportingRetry(-1, outages)}
+    return {"retry": ReportingRetry(FOREVER, outages)}
 
 
 def brief_retry(outages: Outages | None = None) -> dict[str, Any]:
@@ -122,11 +128,15 @@ _BOUNDED: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-def connect_redis(url: str, **options: Any) -> Redis:
+def connect_redis(url: str, *, cluster: bool = False, **options: Any) -> Redis:
     """A client for `url` (redis://, rediss:// or unix://); `options` go to redis-py's pool.
 
-    As with `Redis.from_url`, the URL's own options win over `options`.
+    As with `Redis.from_url`, the URL's own options win over `options`. With `cluster`, a
+    Redis Cluster client (`url` names any node; the others are discovered): every key a commit
+    touches shares its partition's hash tag, so each commit stays within one slot.
     """
+    if cluster:
+        return _connect_cluster(url, **options)
     from_url: dict[str, Any] = dict(parse_url(url))
     chosen = from_url.get("connection_class", options.get("connection_class", Connection))
     pool = ConnectionPool(**{
@@ -136,10 +146,21 @@ def connect_redis(url: str, **options: Any) -> Redis:
     return Redis.from_pool(pool)
 
 
+def _connect_cluster(url: str, **options: Any) -> Redis:
+    # RedisCluster offers the commands and pipelines of Redis (it is typed apart)
+    client: Any = RedisCluster.from_url(url, **{
+        "decode_responses": False, **options,
+        "connection_class": _SslConnection if url.startswith("rediss://") else _TcpConnection,
+    })
+    cluster_client: Redis = client
+    return cluster_client
+
+
 @contextlib.asynccontextmanager
-async def redis_client(url: str, **options: Any) -> AsyncIterator[Redis]:
+async def redis_client(url: str, *, cluster: bool = False, **options: Any
+                       ) -> AsyncIterator[Redis]:
     """`connect_redis`, closed (with its pool) on the way out."""
-    client = connect_redis(url, **options)
+    client = connect_redis(url, cluster=cluster, **options)
     try:
         yield client
     finally:

@@ -1,10 +1,14 @@
 """Segment definitions stored durably in Redis, versioned, with a revision counter processors poll.
 
-    <prefix>:defs        hash  segment_id -> JSON {id, version, slot, body, updated_at}
-    <prefix>:defs:slot   counter handing out membership bit positions (never reused)
-    <prefix>:defs:rev    counter bumped on every change; processors reload when it moves
-    <prefix>:defs:tombs  hash  slot -> JSON {id, version} of deleted segments, so partitions can
-                         emit `segment_deleted` removals for bits they still hold
+    <prefix>:{defs}        hash  segment_id -> JSON {id, version, slot, body, updated_at}
+    <prefix>:{defs}:slot   counter handing out membership bit positions (never reused)
+    <prefix>:{defs}:rev    counter bumped on every change; processors reload when it moves
+    <prefix>:{defs}:tombs  hash  slot -> JSON {id, version} of deleted segments, so partitions
+                           can emit `segment_deleted` removals for bits they still hold
+
+The four keys share the hash tag `{defs}`: a change watches and writes them in one transaction,
+which Redis Cluster allows only within one slot. Keys written before they had the tag
+(`<prefix>:defs`, ...) are renamed on first use (`migrate`).
 """
 
 from __future__ import annotations
@@ -49,10 +53,25 @@ class DefinitionStore:
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis: Any = redis  # the async client; redis-py types commands as sync-or-async
-        self.key = f"{prefix}:defs"
-        self.slot_key = f"{prefix}:defs:slot"
-        self.rev_key = f"{prefix}:defs:rev"
-        self.tomb_key = f"{prefix}:defs:tombs"
+        self.key = f"{prefix}:{{defs}}"
+        self.slot_key = f"{prefix}:{{defs}}:slot"
+        self.rev_key = f"{prefix}:{{defs}}:rev"
+        self.tomb_key = f"{prefix}:{{defs}}:tombs"
+        self._legacy = {f"{prefix}:defs": self.key, f"{prefix}:defs:slot": self.slot_key,
+                        f"{prefix}:defs:rev": self.rev_key, f"{prefix}:defs:tombs": self.tomb_key}
+
+    async def migrate(self) -> bool:
+        """Rename the untagged keys of an older layout, if any and if the tagged ones do not
+        exist yet (a single Redis: Redis Cluster never had the untagged layout); whether it
+        renamed anything."""
+        if await self.redis.exists(self.key, self.rev_key):
+            return False
+        renamed = False
+        for old, new in self._legacy.items():
+            if await self.redis.exists(old):
+                await self.redis.rename(old, new)
+                renamed = True
+        return renamed
 
     async def revision(self) -> int:
         raw = await self.redis.get(self.rev_key)

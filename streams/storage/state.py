@@ -30,6 +30,8 @@ from typing import Any, Final
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from providers.reconcile import SegmentEmails
 from segments.features import decode_state, mask_bytes
@@ -245,16 +247,27 @@ class StateStore:
         calls = [self._commit_args(p, writes[p]) for p in partitions]
         if not calls:
             return
-        if len(calls) == 1:
-            results = [await self._commit_script(keys=calls[0][0], args=calls[0][1])]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    await self._commit_script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute()
+        try:
+            results = await self._run_commits(calls)
+        except NoScriptError:  # a Redis Cluster pipeline does not load scripts by itself
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.execute_command("SCRIPT", "LOAD", _COMMIT_LUA,
+                                                 target_nodes=RedisCluster.ALL_NODES)
+            else:
+                await self.redis.script_load(_COMMIT_LUA)
+            results = await self._run_commits(calls)
         fenced = [p for p, result in zip(partitions, results, strict=True) if int(result) < 0]
         if fenced:
             raise CommitFenced(fenced)
+
+    async def _run_commits(self, calls: list[tuple[list[str], list[bytes]]]) -> list[Any]:
+        if len(calls) == 1:
+            return [await self._commit_script(keys=calls[0][0], args=calls[0][1])]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._commit_script(keys=keys, args=args, client=pipe)
+            results: list[Any] = await pipe.execute()
+        return results
 
     def _commit_args(self, partition: int, write: PartitionWrite) -> tuple[list[str], list[bytes]]:
         keys = self.keys(partition)

@@ -185,6 +185,7 @@ def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {**os.environ,
            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
            "SEGSTREAM_REDIS_URL": settings.redis_url or "",
+           "SEGSTREAM_REDIS_CLUSTER": "true" if settings.redis_cluster else "false",
            "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
            "SEGSTREAM_GROUP_ID": settings.group_id,

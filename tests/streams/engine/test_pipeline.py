@@ -130,6 +130,7 @@ async def test_a_batch_is_sent_while_a_large_one_after_it_is_prepared(
     assert state.order_count == 401
 
 
+@pytest.mark.single_redis
 async def test_next_batch_is_sent_while_the_last_commit_is_still_pending(
     settings: Settings, redis_client: Redis
 ):
@@ -173,6 +174,7 @@ async def _stored(settings: Settings, redis: Redis, customer_ids: list[str]) -> 
     return all([await state_of(settings, redis, c) is not None for c in customer_ids])
 
 
+@pytest.mark.single_redis
 async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothing(
     settings: Settings, redis_client: Redis
 ):
@@ -184,7 +186,8 @@ async def test_a_redis_that_stops_answering_stops_the_processor_and_loses_nothin
     topics = TopicNames(settings.topic_prefix)
     await DefinitionStore(redis_client, settings.key_prefix).put("big", BIG_SPENDERS)
     assert settings.redis_url
-    async with redis_client_for(settings.redis_url, socket_timeout=1.0) as impatient:
+    async with redis_client_for(settings.redis_url, cluster=settings.redis_cluster,
+                                socket_timeout=1.0) as impatient:
         processor = Processor(settings, impatient)
         task = asyncio.create_task(processor.run())
         try:

@@ -26,6 +26,7 @@ from streams.storage.client import brief_retry, connect_redis, patient_retry, re
 from tests.conftest import TestServices
 
 
+@pytest.mark.single_redis
 async def test_a_task_cancelled_while_it_talks_to_redis_stops(services: TestServices) -> None:
     """redis-py's own client loses about half of these cancels on Python 3.11 (see the module)."""
     async with redis_client(services.redis_url) as client:

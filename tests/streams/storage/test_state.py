@@ -8,6 +8,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from streams.storage.definitions import DefinitionStore
 from streams.storage.state import CommitFenced, PartitionWrite, StateStore
 
 
@@ -98,3 +99,20 @@ async def test_a_claimed_partition_applies_each_numbered_commit_once_and_fences_
     await store.commit_many({3: write(2, "second")})
     assert await store.member_count(4, "vip") == 2
     assert await store.load_offsets(3) == {"customers:3": 20}
+
+
+@pytest.mark.single_redis
+async def test_definitions_written_before_the_hash_tag_are_moved_once(redis_client: Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    body = {"name": "Big", "groups": [{"conditions": [
+        {"field": "total_spent", "op": "gt", "value": 1}]}]}
+    store = DefinitionStore(redis_client, prefix)
+    await store.put("big", body)
+    for new, old in ((store.key, f"{prefix}:defs"), (store.rev_key, f"{prefix}:defs:rev"),
+                     (store.slot_key, f"{prefix}:defs:slot")):
+        await redis_client.rename(new, old)  # as an older version left them
+    assert (await store.load()).live == {}
+    assert await store.migrate() is True
+    loaded = await store.load()
+    assert list(loaded.live) == ["big"] and loaded.revision == 1
+    assert await store.migrate() is False

@@ -27,4 +27,5 @@ class EngineStats:
     time_changes: int = 0
     """Membership changes emitted by fired timers."""
     timer_lateness_ms: int = 0
-    """The latest fired timer's lateness: when it fired less when it was due."""
+    """The lateness of the latest chunk's most overdue timer: when it fired less when it was
+    due."""

@@ -50,11 +50,15 @@ class Timers:
         if not owned:
             return 0
         due = await self._store.due_timers(owned, now_ms, FIRE_CHUNK)
-        self.backlog = any(len(timers) >= FIRE_CHUNK for timers in due.values())
-        fired = 0
+        fired, full = 0, False
         for p, timers in due.items():
-            fired += await self._fire(p, self._still_due(p, timers, now_ms, checkpoint), now_ms,
-                                      checkpoint)
+            firing = self._still_due(p, timers, now_ms, checkpoint)
+            fired += await self._fire(p, firing, now_ms, checkpoint)
+            # a full chunk leaves more for the next turn, unless all of it was left to
+            # uncommitted newer timers (reading them again at once would spin until the commit)
+            full |= len(timers) >= FIRE_CHUNK and bool(firing)
+        self.backlog = full
+        self._engine.cache.trim(checkpoint.uncommitted_customers)  # the states firing loaded
         return fired
 
     @staticmethod
@@ -93,5 +97,5 @@ class Timers:
                 share.put(customer_id, state)
             write.timers[customer_id] = index.next_change(state, now_ms)
         stats.timers_fired += len(due)
-        stats.timer_lateness_ms = now_ms - due[-1][1]
+        stats.timer_lateness_ms = now_ms - min(at for _, at in due)
         return len(due)

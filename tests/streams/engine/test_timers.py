@@ -177,3 +177,20 @@ async def test_a_window_count_leaves_when_its_orders_age_out(
         assert await rig.fire_timers(now + DAY - 1_000) == 0
         assert await rig.fire_timers(now + DAY + 1_000) == 1
         assert await members(settings, redis_client, "repeat") == set()
+
+
+async def test_states_loaded_to_fire_timers_leave_the_cache_once_committed(
+    settings: Settings, redis_client: Redis
+) -> None:
+    await create_topics(settings)
+    await define_all(settings, redis_client)
+    now = int(time.time() * 1000)
+    customers = [f"c-many{n}" for n in range(40)]
+    placed = [event("order.placed", c, f"{c}-o1", {"order_id": f"{c}-o1", "total": "1"},
+                    at=at_iso(now - 30 * DAY + 1_000)) for c in customers]
+    async with engine_on(settings, redis_client, cache_size=settings.partitions) as rig:
+        await rig.process(records(settings, placed, {}), now)
+        rig.engine.cache.forget(rig.engine.owned)
+        assert await rig.fire_timers(now + 5_000) == len(customers)
+        await rig.fire_timers(now + 6_000)  # nothing due; the committed states may go
+        assert [len(c) for c in rig.engine.cache.partitions.values()] == [1] * settings.partitions

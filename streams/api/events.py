@@ -30,8 +30,7 @@ async def post_events(deps: Deps, body: Annotated[Events, Body()]) -> dict[str, 
         raise ApiError(400, "no_events", "the list holds no events")
     if len(items) > MAX_EVENTS:
         raise ApiError(413, "too_many_events", f"at most {MAX_EVENTS} events per request")
-    encoded = [orjson.dumps(item) for item in items]
-    decoded, errors = _validate(encoded)
+    encoded, decoded, errors = _validate(items)
     if errors:
         raise ApiError(400, "invalid_events",
                        f"{len(errors)} of {len(items)} events are invalid; none was sent", errors)
@@ -44,11 +43,17 @@ async def post_events(deps: Deps, body: Annotated[Events, Body()]) -> dict[str, 
     return {"accepted": len(items)}
 
 
-def _validate(encoded: list[bytes]) -> tuple[list[Any], list[dict[str, Any]]]:
-    decoded, errors = [], []
-    for n, raw in enumerate(encoded):
+def _validate(items: list[Any]) -> tuple[list[bytes], list[Any], list[dict[str, Any]]]:
+    """Each item as JSON bytes and decoded, or the problems with it, by index."""
+    encoded, decoded, errors = [], [], []
+    for n, item in enumerate(items):
         try:
+            raw = orjson.dumps(item)
             decoded.append(decode_event(raw))
+            encoded.append(raw)
+        except orjson.JSONEncodeError:  # orjson reads 1024 levels of nesting, writes 254
+            errors.append({"index": n, "code": "invalid_json",
+                           "reason": "not valid JSON: nested too deeply", "path": "$"})
         except InvalidEvent as exc:
             errors.append({"index": n, "code": exc.code, "reason": exc.reason, "path": exc.path})
-    return decoded, errors
+    return encoded, decoded, errors

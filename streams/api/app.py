@@ -1,8 +1,7 @@
-"""The FastAPI app factory: health and metrics open, every other route behind the bearer token."""
+"""The FastAPI app factory: every data route behind the bearer token; health, metrics, the API's
+description and the Segment List Builder page open (they hold no data)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -10,20 +9,26 @@ from streams.api import customers, events, providers, segments
 from streams.api.auth import require_token
 from streams.api.deps import ApiDeps
 from streams.api.errors import error_responses, install_error_handlers
+from streams.api.ui import page_routes
 from streams.ops.http import health_routes
+
+OPENAPI_URL = "/openapi.json"
 
 DESCRIPTION = """Segments, customers, event ingestion and auto-responder profiles of segstream
 (contract section 6).
 
-Every route but `/health/*` and `/metrics` (`/openapi.json` too) needs
-`Authorization: Bearer <SEGSTREAM_API_TOKEN>`.
+Every data route needs `Authorization: Bearer <SEGSTREAM_API_TOKEN>` (in Swagger UI:
+*Authorize*). Open without it, as they hold no data: `/health/*`, `/metrics`, this
+description (`/openapi.json`, and `/docs` to try the routes), and the Segment List Builder page
+at `/` with its assets under `/ui/`, which asks for the token once per browser tab and keeps it
+in that tab's session storage.
 Errors are `{"error": {"code", "message", "details"}}`."""
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
     """The whole API over `deps`, which every route receives through `get_deps`."""
     app = FastAPI(title="segstream", version="1", description=DESCRIPTION,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=OPENAPI_URL)
     app.state.deps = deps
     install_error_handlers(app)
     guarded = [Depends(require_token)]
@@ -31,9 +36,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
         app.include_router(module.router, dependencies=guarded,
                            responses=error_responses(401, 422, 503))
     app.router.routes.extend(health_routes(deps.checks, deps.metrics))
-
-    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
-    async def openapi() -> dict[str, Any]:
-        return app.openapi()
-
+    app.router.routes.extend(page_routes(app.title, OPENAPI_URL))
     return app

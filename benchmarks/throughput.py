@@ -1321,8 +1321,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default="throughput")
     parser.add_argument("--skip-faust", action="store_true", help="no Faust baseline")
     parser.add_argument("--partitions", type=int, default=8, help="partitions per topic (8)")
-    parser.add_argument("--processors", type=int, default=1,
-                        help="copies of `segstream process` in the group (1); CPU is summed")
+    parser.add_argument("--processors", default="1",
+                        help="copies of `segstream process` in the group (1); CPU is summed. "
+                             "Several counts (1,2,3): the throughput mode once per count, then "
+                             "the scaling curve")
     parser.add_argument("--rate", type=int, default=5000, help="latency mode: events/s (5000)")
     parser.add_argument("--duration", type=float, default=20.0,
                         help="latency mode: seconds of fixed-rate production (20)")
@@ -1336,6 +1338,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--segments takes comma-separated numbers, e.g. 20,50")
     if not args.segments or min(args.segments) < 1:
         parser.error("--segments needs at least one positive count")
+    try:
+        args.processor_counts = [int(s) for s in str(args.processors).split(",") if s.strip()]
+    except ValueError:
+        parser.error("--processors takes a number or comma-separated numbers, e.g. 1,2,3")
+    if not args.processor_counts or min(args.processor_counts) < 1:
+        parser.error("--processors needs positive counts")
+    args.processors = args.processor_counts[0]
     return args
 
 
@@ -1352,7 +1361,31 @@ async def services_for_run(workdir: Path) -> Any:
                        embedded.pids, embedded=True)
 
 
+async def scaling_curve(args: argparse.Namespace) -> int:
+    """One throughput run per processor count, then their events/s side by side."""
+    curve: list[tuple[int, list[Row]]] = []
+    for count in args.processor_counts:
+        args.processors = count
+        bench = await run_once(args)
+        curve.append((count, bench.rows))
+    print(f"scaling with processors (same data; {psutil.cpu_count()} CPUs on this machine: "
+          "past one processor per core they share the cores, and the curve flattens)")
+    scenarios = [r.scenario for r in curve[0][1]]
+    table: list[tuple[str, ...]] = [("scenario", *(f"{n} processor(s)" for n, _ in curve))]
+    for scenario in scenarios:
+        rates = [next((f"{r.rate:,.0f}/s" for r in rows if r.scenario == scenario), "-")
+                 for _, rows in curve]
+        table.append((scenario, *rates))
+    _print_table(table)
+    return 0
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    await run_once(args)
+    return 0
+
+
+async def run_once(args: argparse.Namespace) -> Bench:
     workdir = Path(tempfile.mkdtemp(prefix="segbench-"))
     started = time.monotonic()
     latency_events = int(args.rate * args.duration)
@@ -1395,7 +1428,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await redis.aclose()
         header.append(f"wall time {time.monotonic() - started:.0f} s; logs in {workdir}")
         print_report(bench, header)
-    return 0
+    return bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1403,6 +1436,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.faust_worker:
         faust_worker_main()
         return 0
+    if len(args.processor_counts) > 1:
+        if args.mode != "throughput":
+            print("--processors with several counts runs the throughput mode only", file=sys.stderr)
+            args.mode = "throughput"
+        return asyncio.run(scaling_curve(args))
     return asyncio.run(main_async(args))
 
 

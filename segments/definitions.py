@@ -85,6 +85,8 @@ class SegmentDefinition:
     groups: tuple[tuple[Condition, ...], ...]
     auto_responder: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    updated_ms: int | None = None
+    """When this version was stored (epoch ms), once it is."""
     reads: frozenset[str] = field(init=False)
     """Fields read, other than `segments`."""
     refs: frozenset[str] = field(init=False)

@@ -16,6 +16,7 @@ from fastapi import Query
 from segments.catalog import FIELD_CATALOG
 from segments.definitions import DefinitionError, SegmentDefinition, check_graph, parse_definition
 from segments.evaluator import SegmentIndex
+from segments.features import ms_to_rfc3339
 from streams.api.body import api_router
 from streams.api.deps import ApiDeps, Deps
 from streams.api.errors import ApiError, error_responses
@@ -150,6 +151,7 @@ def _render(d: SegmentDefinition, member_count: int, done: float) -> dict[str, A
         "id": d.id, "version": d.version, "name": d.name, "groups": d.raw.get("groups"),
         "auto_responder": d.raw.get("auto_responder"), "member_count": member_count,
         "status": "live" if done >= 1.0 else "backfilling", "progress": round(done, 4),
+        "updated_at": ms_to_rfc3339(d.updated_ms) if d.updated_ms is not None else None,
     }
 
 

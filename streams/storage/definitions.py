@@ -14,6 +14,7 @@ which Redis Cluster allows only within one slot. Keys written before they had th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,12 +126,13 @@ class DefinitionStore:
             definition = parse_definition(body, segment_id=segment_id, version=version, slot=slot)
             check_graph({**current, segment_id: definition})
             pipe.multi()
-            pipe.hset(self.key, segment_id, _encode(definition))
+            stamp = time.time()
+            pipe.hset(self.key, segment_id, _encode(definition, stamp))
             if old is None:
                 pipe.hdel(self.tomb_key, str(slot))
             pipe.incr(self.rev_key)
             await pipe.execute()
-            return definition
+            return dataclasses.replace(definition, updated_ms=int(stamp * 1000))
 
     async def _slot_and_version(
         self, pipe: Any, segment_id: str, old: SegmentDefinition | None
@@ -182,17 +184,21 @@ def _canonical(body: Any) -> Any:
     return orjson.loads(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
 
 
-def _encode(d: SegmentDefinition) -> bytes:
+def _encode(d: SegmentDefinition, stamp: float) -> bytes:
     record = {"id": d.id, "version": d.version, "slot": d.slot, "body": _canonical(d.raw),
-              "updated_at": time.time()}
+              "updated_at": stamp}
     return orjson.dumps(record)
 
 
 def _decode(raw: bytes) -> SegmentDefinition:
     record = orjson.loads(raw)
-    return parse_definition(
+    definition = parse_definition(
         record["body"], segment_id=record["id"], version=record["version"], slot=record["slot"]
     )
+    updated = record.get("updated_at")
+    if not isinstance(updated, int | float):
+        return definition
+    return dataclasses.replace(definition, updated_ms=int(updated * 1000))
 
 
 def _tomb(raw: bytes) -> tuple[str, int]:

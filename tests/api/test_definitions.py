@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import pytest
 
 from tests.api.conftest import Api
@@ -77,6 +80,8 @@ async def test_ids_versions_conflicts_and_unknown_segments(api: Api):
     body = created.json()
     assert body["id"].startswith("big-spenders-") and body["version"] == 1
     assert body["member_count"] == 0 and body["groups"] == [{"conditions": [SPENT]}]
+    stored_at = datetime.fromisoformat(body["updated_at"].replace("Z", "+00:00"))
+    assert abs(stored_at.timestamp() - time.time()) < 60
     again = await api.client.post("/segments", json={**seg([SPENT]), "id": body["id"]})
     assert_error(again, 409, "segment_exists")
     assert_error(await api.client.post("/segments", json={**seg([SPENT]), "id": "a b"}), 422)
@@ -84,10 +89,12 @@ async def test_ids_versions_conflicts_and_unknown_segments(api: Api):
     assert replaced.json()["version"] == 2 and replaced.json()["name"] == "Renamed"
     same = await api.client.put(f"/segments/{body['id']}", json=seg([SPENT], name="Renamed"))
     assert same.json()["version"] == 2  # nothing changed, no new version
+    assert same.json()["updated_at"] == replaced.json()["updated_at"] >= body["updated_at"]
     mismatch = await api.client.put(f"/segments/{body['id']}", json={**seg([SPENT]), "id": "x"})
     assert assert_error(mismatch, 422)["details"][0]["path"] == "id"
     listed = (await api.client.get("/segments")).json()["segments"]
     assert [s["id"] for s in listed] == [body["id"]]
+    assert listed[0]["updated_at"] == replaced.json()["updated_at"]
     for response in (await api.client.get("/segments/ghost"),
                      await api.client.put("/segments/ghost", json=seg([SPENT])),
                      await api.client.delete("/segments/ghost"),

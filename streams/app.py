@@ -9,7 +9,7 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,14 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from providers.limits import ProviderLimits
+from providers.profiles import Profile
 from streams.api import ApiDeps, create_app
 from streams.broker.topics import TopicNames, ensure_topics
 from streams.engine.processor import Processor
-from streams.local.embedded import resolve_services
+from streams.local.embedded import EmbeddedServices, ServiceStartError, resolve_services
 from streams.ops.http import HealthChecks, MetricsSource, serve
 from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
 from streams.ops.outages import Outages
@@ -58,34 +60,210 @@ class UpOptions:
 
 
 def services_file(settings: Settings) -> Path:
+    """Where a running `up` (or role) says which services it uses, in its run folder."""
     return settings.run_dir / "services.json"
 
 
+def user_state_dir() -> Path | None:
+    """The per-user folder where every running `up` also publishes its services file, so that
+    `produce` and `lag` find it from any folder: ``$SEGSTREAM_STATE_DIR``, else
+    ``$XDG_STATE_HOME/segstream``, else ``~/.local/state/segstream`` (None: no home)."""
+    named = os.environ.get("SEGSTREAM_STATE_DIR")
+    if named:
+        return Path(named)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec ignores a relative one
+        return Path(xdg) / "segstream"
+    try:
+        return Path.home() / ".local" / "state" / "segstream"
+    except RuntimeError:  # no HOME and no password entry
+        return None
+
+
 def discover_running(settings: Settings) -> Settings:
-    """Point unset service addresses at a running `segstream up` on this machine, if any."""
+    """Point unset service addresses at a running `segstream up` on this machine, if any: the
+    one of this run folder, else the newest one published in the user's state folder."""
     if settings.kafka_bootstrap and settings.redis_url:
         return settings
-    path = services_file(settings)
+    found = _alive(services_file(settings)) or _newest_for_user()
+    if found is None:
+        return settings
+    redis = {} if settings.redis_url else {
+        "redis_url": found["redis_url"], "redis_cluster": bool(found.get("redis_cluster"))}
+    return settings.with_changes(
+        kafka_bootstrap=settings.kafka_bootstrap or found["kafka_bootstrap"], **redis)
+
+
+def _alive(path: Path, remove_stale: bool = False) -> dict[str, Any] | None:
+    """The services file at `path` when the process that wrote it still runs."""
     try:
         found = json.loads(path.read_text())
         os.kill(int(found["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return settings
-    return settings.with_changes(
-        kafka_bootstrap=settings.kafka_bootstrap or found["kafka_bootstrap"],
-        redis_url=settings.redis_url or found["redis_url"],
-    )
+    except ProcessLookupError:
+        if remove_stale:
+            path.unlink(missing_ok=True)
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(found.get(key), str) for key in ("kafka_bootstrap", "redis_url")):
+        return None
+    return dict(found)
+
+
+def _newest_for_user() -> dict[str, Any] | None:
+    """The services of the newest running `up` of this user; stale files are removed."""
+    folder = user_state_dir()
+    if folder is None or not folder.is_dir():
+        return None
+    running: list[tuple[int, dict[str, Any]]] = []
+    for path in folder.glob("services-*.json"):
+        found = _alive(path, remove_stale=True)
+        if found is not None:
+            with contextlib.suppress(OSError):
+                running.append((path.stat().st_mtime_ns, found))
+    return max(running, key=lambda r: r[0])[1] if running else None
+
+
+def secrets_file(settings: Settings) -> Path:
+    """Where `up` keeps the API token and secret key it generated (owner-only)."""
+    return settings.run_dir / "secrets.json"
+
+
+_GENERATED: dict[str, Callable[[], str]] = {
+    "api_token": lambda: secrets.token_urlsafe(24),
+    "secret_key": lambda: Fernet.generate_key().decode(),
+}
 
 
 def fill_generated_secrets(settings: Settings, say: Callable[[str], None]) -> Settings:
-    """`up` runs without configuration: generate the API token and encryption key it lacks."""
-    if settings.api_token is None:
-        token = secrets.token_urlsafe(24)
-        settings = settings.with_changes(api_token=SecretStr(token))
-        say(f"API token (generated for this run): {token}")
-    if settings.secret_key is None:
-        settings = settings.with_changes(secret_key=SecretStr(Fernet.generate_key().decode()))
+    """`up` runs without configuration: the API token and secret key it lacks come from its run
+    folder's `secrets.json`, or are generated once and kept there (mode 0600), so the profiles
+    saved by one `up` are readable by the next. Set ones win and are never written."""
+    lacking = [name for name in _GENERATED if getattr(settings, name) is None]
+    if not lacking:
+        return settings
+    path = secrets_file(settings)
+    kept = _read_secrets(path)
+    new = {name: _GENERATED[name]() for name in lacking if name not in kept}
+    if new:
+        _write_private(path, {**kept, **new})
+    chosen = {name: kept.get(name) or new[name] for name in lacking}
+    settings = settings.with_changes(**{n: SecretStr(v) for n, v in chosen.items()})
+    where = path.resolve()
+    if "api_token" in chosen:
+        origin = "generated for this run" if "api_token" in new else f"from {where}"
+        say(f"API token ({origin}): {chosen['api_token']}")
+    if "secret_key" in chosen:
+        made = "generated, " if "secret_key" in new else ""
+        say(f"Secret key (encrypts provider credentials): {made}kept in {where}")
+    if new:
+        say(f"{where} is readable by you only; the next `segstream up` in this folder uses "
+            "what it holds")
     return settings
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    """What `up` kept in `path` ({} when there is no file); a file others can read is made
+    owner-only."""
+    try:
+        text = path.read_text()
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        kept = json.loads(text)
+        if not isinstance(kept, dict) or not all(
+                isinstance(kept.get(n, ""), str) for n in _GENERATED):
+            raise ValueError("not an object of strings")
+    except ValueError:
+        raise ValueError(
+            f"{path} is damaged (it should hold the JSON object `segstream up` wrote): repair it, "
+            "or delete it to generate a new API token and secret key (provider profiles saved "
+            "with the old key then cannot be read)") from None
+    if mode & 0o077:
+        path.chmod(0o600)
+        log.warning("%s was readable by others; it is now readable by its owner only", path)
+    return {name: value for name, value in kept.items() if name in _GENERATED and value}
+
+
+def _write_private(path: Path, values: Mapping[str, Any]) -> None:
+    """Write `values` to `path`, owner-only from the start, replacing it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        os.fchmod(descriptor, 0o600)  # the mode of O_CREAT passes through the umask
+        json.dump(values, out, indent=2)
+    os.replace(temporary, path)
+
+
+_CHECK_TIMEOUT_S = 5.0
+
+
+async def refuse_unreadable_profiles(settings: Settings, command: str) -> None:
+    """Raise ValueError (exit 2) when SEGSTREAM_SECRET_KEY cannot decrypt the credentials of a
+    stored provider profile, instead of starting and answering 500 `credentials_unreadable`.
+
+    The Redis of the settings is asked with a short-lived client; when it does not answer in
+    time, the check is skipped (logged), never waited for. For `up` with the embedded server,
+    its append-only file in the run folder is read by a server started for the check alone.
+    """
+    assert settings.secret_key is not None
+    key = settings.secret_key.get_secret_value()
+    try:
+        async with _stored_data(settings) as url:
+            if url is None:
+                return
+            async with asyncio.timeout(_CHECK_TIMEOUT_S), redis_client(
+                    url, cluster=settings.redis_cluster,
+                    socket_connect_timeout=_CHECK_TIMEOUT_S) as redis:
+                profiles = ProfileStore(redis, settings.key_prefix, key)
+                unreadable, total = await profiles.unreadable(), len(await profiles.list())
+    except (RedisError, OSError, TimeoutError, ServiceStartError) as exc:
+        log.warning("could not check that SEGSTREAM_SECRET_KEY reads the stored provider "
+                    "profiles (Redis did not answer: %s); starting anyway",
+                    str(exc) or type(exc).__name__)
+        return
+    if unreadable:
+        raise ValueError(_unreadable_message(settings, command, unreadable, total))
+
+
+@contextlib.asynccontextmanager
+async def _stored_data(settings: Settings) -> AsyncIterator[str | None]:
+    """The URL of the Redis holding this run's data: the configured one, or for `up` a server
+    on the embedded one's append-only file (`resolve_services` keeps it in the run folder's
+    `valkey`); None when there is none yet."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    data = settings.run_dir / "valkey"
+    if not data.is_dir():
+        yield None
+        return
+    log.info("reading the provider profiles kept in %s, to check SEGSTREAM_SECRET_KEY", data)
+    async with EmbeddedServices(settings.run_dir, kafka=False, redis=True,
+                                redis_aof_dir=data) as embedded:
+        yield embedded.redis_url
+
+
+def _unreadable_message(
+    settings: Settings, command: str, unreadable: list[Profile], total: int
+) -> str:
+    named = ", ".join(f"{p.name!r} (id {p.id})" for p in unreadable)
+    problem = (f"`segstream {command}` refuses to start: SEGSTREAM_SECRET_KEY cannot decrypt the "
+               f"credentials of {len(unreadable)} of {total} stored auto-responder profiles: "
+               f"{named}. Start it with the SEGSTREAM_SECRET_KEY they were saved with")
+    if settings.redis_url:
+        return (f"{problem}, or delete those profiles and create them again: redis-cli -u "
+                f"\"$SEGSTREAM_REDIS_URL\" HDEL {settings.key_prefix}:profiles "
+                + " ".join(p.id for p in unreadable))
+    return (f"{problem} (the one `segstream up` generated is kept in "
+            f"{secrets_file(settings).resolve()}, used when SEGSTREAM_SECRET_KEY is unset); or, "
+            f"with that key lost, delete {(settings.run_dir / 'valkey').resolve()} to start over "
+            "(the Redis data of `segstream up` in this folder: profiles, segments and customer "
+            "states).")
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -142,17 +320,44 @@ async def _load_segments(
 
 @contextlib.contextmanager
 def _published(settings: Settings) -> Iterator[None]:
-    """Let `segstream produce` / `lag` on this machine find the services of this run."""
+    """Let `segstream produce` / `lag` run in this folder find the services of this run."""
     path = services_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "pid": os.getpid(), "kafka_bootstrap": settings.kafka_bootstrap,
-        "redis_url": settings.redis_url, "http_port": settings.http_port,
-    }))
+    path.write_text(json.dumps(_services_of(settings)))
     try:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def published_for_user(settings: Settings) -> Iterator[Path | None]:
+    """Let `segstream produce` / `lag` run in any folder of this user find the services of
+    this `up`: a file per running `up` in `user_state_dir()`, owner-only (a Redis URL may
+    hold a password), removed on the way out. Best effort: yields None when it cannot be
+    written (logged), and `up` runs on."""
+    folder, path = user_state_dir(), None
+    if folder is not None:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = folder / f"services-{os.getpid()}.json"
+            _write_private(path, _services_of(settings))
+        except OSError as exc:
+            log.warning("cannot publish the services of this run in %s: %s", folder, exc)
+            path = None
+    try:
+        yield path
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def _services_of(settings: Settings) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(), "kafka_bootstrap": settings.kafka_bootstrap,
+        "redis_url": settings.redis_url, "redis_cluster": settings.redis_cluster,
+        "http_port": settings.http_port, "run_dir": str(settings.run_dir.resolve()),
+    }
 
 
 async def _run_roles(

@@ -21,6 +21,8 @@ from streams.app import (
     UpOptions,
     discover_running,
     fill_generated_secrets,
+    published_for_user,
+    refuse_unreadable_profiles,
     run_system,
     stop_on_signals,
 )
@@ -96,21 +98,29 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     settings = fill_generated_secrets(settings, console.print)
+    await refuse_unreadable_profiles(settings, "up")
     stop = asyncio.Event()
     stop_on_signals(stop)
-    extra = None
-    if args.demo:
-        from streams.local.demo import run_demo
 
-        async def extra_demo(
-            s: Settings, redis: Redis, processor: Processor, st: asyncio.Event,
-            roles_stopped: asyncio.Event,
-        ) -> None:
-            await run_demo(s, redis, processor, st, roles_stopped, console, rate=args.demo_rate)
+    async def beside_the_roles(
+        s: Settings, redis: Redis, processor: Processor, st: asyncio.Event,
+        roles_stopped: asyncio.Event,
+    ) -> None:
+        """Published for `produce` and `lag` of any folder while it runs; the demo, if asked."""
+        with published_for_user(s) as published:
+            where = "from any folder" if published else "from this folder"
+            console.print(f"`segstream produce` and `lag` find this run {where}; any other "
+                          f"shell:\nexport SEGSTREAM_KAFKA_BOOTSTRAP={s.kafka_bootstrap}")
+            if args.demo:
+                from streams.local.demo import run_demo
 
-        extra = extra_demo
+                await run_demo(s, redis, processor, st, roles_stopped, console,
+                               rate=args.demo_rate)
+            else:
+                await st.wait()
+
     options = UpOptions(segments_file=args.segments, demo=args.demo)
-    await run_system(settings, options, console.print, extra, stop)
+    await run_system(settings, options, console.print, beside_the_roles, stop)
     console.print("stopped cleanly")
     return 0
 
@@ -136,6 +146,7 @@ async def _role(settings: Settings, role: str, options: UpOptions) -> int:
     if missing:
         raise ValueError(f"`segstream {role}` refuses to start without {' and '.join(missing)} "
                          "(only `segstream up` generates them, for a local run)")
+    await refuse_unreadable_profiles(settings, role)
     stop = asyncio.Event()
     stop_on_signals(stop)
     await run_system(settings, options, console.print, None, stop)

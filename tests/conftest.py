@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -53,6 +54,10 @@ class TestServices:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Every `segstream up` a test starts publishes its services for the user's other shells;
+    # in tests they go to a folder of this session, never the home folder, and a `produce`
+    # started by a test never finds the `up` of the developer running the suite.
+    os.environ["SEGSTREAM_STATE_DIR"] = tempfile.mkdtemp(prefix="segstream-test-state-")
     config.addinivalue_line(
         "markers",
         "allow_task_leaks: the test hands tasks to a wider-scoped fixture on purpose",

@@ -64,6 +64,20 @@ class ProfileStore:
         """The profile, or ``ProfileNotFound``."""
         return profile_from_record(await self._record(profile_id))
 
+    async def unreadable(self) -> list[Profile]:
+        """The profiles whose credentials this key cannot decrypt, oldest first (none: the key
+        is the one they were saved with). One decryption per profile: a role checks its
+        SEGSTREAM_SECRET_KEY at start with it, instead of failing on first use."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.key)
+        unreadable = []
+        for value in raw.values():
+            record = orjson.loads(value)
+            try:
+                self._fernet.decrypt(record["credentials"].encode())
+            except InvalidToken:
+                unreadable.append(profile_from_record(record))
+        return sorted(unreadable, key=lambda p: (p.created_at, p.id))
+
     async def list(self) -> list[Profile]:
         """Every profile, oldest first."""
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.key)

@@ -53,7 +53,8 @@ class NoBackoff:
 
 
 def _log_retry(error: ProviderError, failures: int, delay: float) -> None:
-    log.info("retrying after %s (failure %d, waiting %.2fs)", error, failures, delay)
+    # DEBUG: one line per attempt; what a run of failures means is logged by the caller once
+    log.debug("retrying after %s (failure %d, waiting %.2fs)", error, failures, delay)
 
 
 class Retry:

@@ -29,6 +29,7 @@ from streams.engine.processor import Processor
 from streams.local.embedded import EmbeddedServices, ServiceStartError, resolve_services
 from streams.ops.http import HealthChecks, MetricsSource, serve
 from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
+from streams.ops.logs import log_context
 from streams.ops.outages import Outages
 from streams.ops.supervision import supervise, wait_for_services
 from streams.settings import Settings
@@ -381,18 +382,23 @@ async def _run_roles(
             app = await stack.enter_async_context(
                 api_app(settings, quick, checks, _metrics(settings, processor, sync_counters),
                         limits))
-            await stack.enter_async_context(serve(app, settings.http_host, settings.http_port))
+            with log_context(role="api"):  # the server task logs as the API
+                await stack.enter_async_context(
+                    serve(app, settings.http_host, settings.http_port))
             say(f"HTTP: http://{settings.http_host}:{settings.http_port} "
                 "(API, /health/ready, /metrics, /openapi.json)")
         if options.processor:
-            tasks.append(asyncio.create_task(supervise(
-                "the processor", processor.run, checks.check, outages, stop), name="processor"))
+            with log_context(role="process"):
+                tasks.append(asyncio.create_task(supervise(
+                    "the processor", processor.run, checks.check, outages, stop),
+                    name="processor"))
         if options.sync:
             async def sync_role() -> None:
                 await run_sync(settings, redis, stop, limits=limits, counters=sync_counters)
 
-            tasks.append(asyncio.create_task(supervise(
-                "the sync worker", sync_role, checks.check, outages, stop), name="sync"))
+            with log_context(role="sync"):
+                tasks.append(asyncio.create_task(supervise(
+                    "the sync worker", sync_role, checks.check, outages, stop), name="sync"))
         roles_stopped = asyncio.Event()
         extras = [] if extra is None else [asyncio.create_task(
             extra(settings, redis, processor, stop, roles_stopped), name="extra")]

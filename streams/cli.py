@@ -12,7 +12,6 @@ from typing import BinaryIO
 
 from redis.asyncio import Redis
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from providers.batching import Target
@@ -27,6 +26,7 @@ from streams.app import (
     stop_on_signals,
 )
 from streams.engine.processor import Processor
+from streams.ops.logs import bind, configure_logging, register_settings_secrets
 from streams.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -34,15 +34,17 @@ console = Console(stderr=True, soft_wrap=True)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],  # prints above the live view
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
+    except ValueError as exc:
+        configure_logging("text", "INFO", console)
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    configure_logging(settings.log_format, "DEBUG" if args.verbose else settings.log_level,
+                      console)
+    register_settings_secrets(settings)
+    bind(role=args.command)
+    try:
         code: int = asyncio.run(args.handler(args, settings))
     except KeyboardInterrupt:
         code = 130
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segstream", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
 
     up = sub.add_parser("up", help="the whole system on this machine (embedded services)")
     up.add_argument("--segments", metavar="FILE", help="JSON list of segment definitions")
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     settings = fill_generated_secrets(settings, console.print)
+    register_settings_secrets(settings)  # the generated token and key too
     await refuse_unreadable_profiles(settings, "up")
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -149,7 +152,8 @@ async def _role(settings: Settings, role: str, options: UpOptions) -> int:
     await refuse_unreadable_profiles(settings, role)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_system(settings, options, console.print, None, stop)
+    # A deployed role's startup lines are log records: in the configured format, redacted
+    await run_system(settings, options, logging.getLogger("segstream").info, None, stop)
     return 0
 
 

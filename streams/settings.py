@@ -9,9 +9,9 @@ as ``**********`` in reprs, logs and tracebacks, and are read with ``get_secret_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_KEY_LENGTH: Final = 32
@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     """Customers re-evaluated per backfill step, between live batches."""
     provider_refresh_s: Positive = 900
     """Seconds between refreshes of every provider profile's lists."""
+    log_format: Literal["text", "json", "auto"] = "text"
+    """Log lines as readable text, JSON objects one a line, or `auto` (text on a terminal)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """The least severe log records written (`-v` on the command line: DEBUG)."""
 
     @field_validator("secret_key")
     @classmethod
@@ -75,6 +79,13 @@ class Settings(BaseSettings):
                 f"(got {len(value.get_secret_value())}); a Fernet key works"
             )
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @classmethod
     def from_env(cls) -> Settings:

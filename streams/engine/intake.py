@@ -111,7 +111,9 @@ class Intake:
     def _dead_letter(self, record: Record, code: str, reason: str) -> None:
         self._stats.dead_letters += 1
         log.warning(
-            "dead letter from %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+            "dead letter from %s[%d]@%d: %s", record.topic, record.partition, record.offset,
+            reason, extra={"partition": record.partition, "topic": record.topic,
+                           "offset": record.offset, "code": code},
         )
         headers = [*record.headers, *dlq_headers(
             record.topic, record.partition, record.offset, code, reason

@@ -217,7 +217,7 @@ class Processor:
             close = True
             if p not in engine.backfill.plans:
                 log.info("partition %d: backfill done, %d customers scanned, %d changes in "
-                         "the last chunk", p, plan.scanned, flips)
+                         "the last chunk", p, plan.scanned, flips, extra={"partition": p})
         now = self.clock()
         if now - self._timers_polled >= TIMER_POLL_MS or engine.timers.backlog:
             self._timers_polled = now
@@ -282,7 +282,8 @@ class Processor:
         assert self.engine is not None and self.checkpoint is not None
         if await self.engine.backfill.plan(partition, self.checkpoint):
             log.info("partition %d: backfilling for definitions %s", partition,
-                     self.engine.definitions.fingerprint() or "(none)")
+                     self.engine.definitions.fingerprint() or "(none)",
+                     extra={"partition": partition})
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         assert self.engine is not None and self.checkpoint is not None
@@ -307,6 +308,7 @@ class Processor:
                     "partition %d: Redis holds offsets beyond the broker's end (%s > %s): the "
                     "broker lost its data (an embedded broker restarted?). Starting partition %d "
                     "from empty state.", p, stored, {str(tp): ends.get(tp) for tp in tps}, p,
+                    extra={"partition": p},
                 )
                 await self._wipe(p)
                 await self.checkpoint.claim(p)  # the wipe took the claim with the rest

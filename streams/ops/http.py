@@ -105,7 +105,10 @@ class _QuietServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serve(app: Any, host: str, port: int) -> Any:
     """Serve `app` in this event loop until the block exits."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    # log_config=None: uvicorn's records go to the process's handler (streams.ops.logs), in
+    # its format, instead of handlers of uvicorn's own.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                            log_config=None)
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

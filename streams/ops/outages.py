@@ -36,12 +36,13 @@ class Outages:
         self._down[service] = (self._clock(), reason)
         self.counts[service] = self.counts.get(service, 0) + 1
         log.warning("%s is unavailable (%s); waiting for it, retrying with backoff",
-                    service, reason)
+                    service, reason, extra={"service": service})
 
     def up(self, service: str) -> None:
         since = self._down.pop(service, None)
         if since is not None:
-            log.info("%s is back after %.1f s", service, self._clock() - since[0])
+            log.info("%s is back after %.1f s", service, self._clock() - since[0],
+                     extra={"service": service})
 
     def reasons(self) -> dict[str, str]:
         """The services down now, with why."""

@@ -36,6 +36,7 @@ from providers.profiles import (
 )
 from providers.registry import mask_credentials
 from providers.retry import Retry
+from streams.ops.logs import register_credentials
 
 
 class ProfileStore:
@@ -97,6 +98,7 @@ class ProfileStore:
                 status=500,
             ) from None
         value: dict[str, str] = orjson.loads(plain)
+        register_credentials(value)  # the log redactor's safety net
         return value
 
     async def _record(self, profile_id: str) -> dict[str, Any]:
@@ -119,6 +121,7 @@ class ProfileStore:
     ) -> Profile:
         """Validate the input and the credentials against the provider, then store."""
         clean = validated_profile(name, provider, credentials, base_url)
+        register_credentials(clean["credentials"])  # the log redactor's safety net
         client = self._client(clean["provider"], clean["credentials"], clean["base_url"], limits)
         async with client:
             await provider_call(client.validate_credentials(), "validate the credentials")

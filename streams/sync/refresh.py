@@ -27,7 +27,8 @@ async def refresh_all(store: ProfileStore) -> int:
             done += 1
         except (ProviderError, ProfileError) as exc:
             log.warning("profile %s (%s): list refresh failed: %s", profile.id, profile.provider,
-                        exc.__class__.__name__)
+                        exc.__class__.__name__,
+                        extra={"profile": profile.id, "provider": profile.provider})
     return done
 
 

@@ -413,12 +413,17 @@ class SyncWorker:
             await self._dead_letter(pendings, "unknown_profile", exc.message)
             return []
         except ProfileError as exc:
-            log.error("sync: profile %s unusable: %s", target.profile_id, exc.message)
+            log.log(self._first_failure_level(target.profile_id, logging.ERROR),
+                    "sync: profile %s unusable: %s", target.profile_id, exc.message,
+                    extra={"profile": target.profile_id})
             self._hold(target.profile_id, outage=True)
             return pendings
         failures = await self._calls(client, target, work)
         leftover = await self._settle(bucket, work, failures)
         if not leftover:
+            if self._health_of(target.profile_id).failures:
+                log.info("sync: profile %s delivers again", target.profile_id,
+                         extra={"profile": target.profile_id})
             self._health_of(target.profile_id).failures = 0
         elif not self._held(target.profile_id):
             self._hold(target.profile_id, outage=False)
@@ -472,8 +477,9 @@ class SyncWorker:
         try:
             result = await run(client)
         except AuthError as exc:
-            log.error("sync: %s refused profile %s credentials: %s", provider,
-                      target.profile_id, exc.reason)
+            log.log(self._first_failure_level(target.profile_id, logging.ERROR),
+                    "sync: %s refused profile %s credentials: %s", provider, target.profile_id,
+                    exc.reason, extra={"provider": provider, "profile": target.profile_id})
             self._forget_client(target.profile_id)
             self._hold(target.profile_id, outage=True)
             return {c: _RETRY for c in keys}
@@ -481,8 +487,10 @@ class SyncWorker:
             return {c: _Failure("list_not_found", f"{provider}: {exc.reason}") for c in keys}
         except ProviderError as exc:
             if exc.retriable:
-                log.warning("sync: %s unavailable for profile %s: %s", provider,
-                            target.profile_id, exc)
+                log.log(self._first_failure_level(target.profile_id, logging.WARNING),
+                        "sync: %s unavailable for profile %s: %s", provider,
+                        target.profile_id, exc,
+                        extra={"provider": provider, "profile": target.profile_id})
                 self._hold(target.profile_id, outage=True)
                 return {c: _RETRY for c in keys}
             return {c: _Failure("provider_rejected", f"{provider}: {exc.reason}")
@@ -539,7 +547,7 @@ class SyncWorker:
 
     def _on_retry(self, error: ProviderError, failures: int, delay: float) -> None:
         self.counters.retries += 1
-        log.info("sync: retrying after %s (failure %d, waiting %.2fs)", error, failures, delay)
+        log.debug("sync: retrying after %s (failure %d, waiting %.2fs)", error, failures, delay)
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -570,6 +578,11 @@ class SyncWorker:
 
     # -- holding profiles and pausing their partitions -----------------------------------------
 
+    def _first_failure_level(self, profile_id: str, level: int) -> int:
+        """`level` for the first failure of a run of them, DEBUG for the retries after it:
+        a provider that stays away is logged once, and once more when it delivers again."""
+        return level if self._health_of(profile_id).failures == 0 else logging.DEBUG
+
     def _health_of(self, profile_id: str) -> _Health:
         health = self._health.get(profile_id)
         if health is None:
@@ -587,7 +600,9 @@ class SyncWorker:
         self.counters.retries += 1
         if outage:
             self.counters.outages += 1
-            log.warning("sync: holding profile %s for %.1fs", profile_id, delay)
+            log.log(logging.INFO if health.failures == 1 else logging.DEBUG,
+                    "sync: holding profile %s for %.1fs", profile_id, delay,
+                    extra={"profile": profile_id})
 
     def _apply_pauses(self) -> None:
         """Pause partitions carrying changes of held profiles (or all when overloaded)."""

@@ -4,6 +4,7 @@ redacted; and `segstream process` writing JSON lines when asked."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from streams.ops.logs import (
     Redactor,
@@ -24,7 +27,8 @@ from streams.ops.logs import (
     register_credentials,
 )
 from streams.settings import Settings
-from tests.streams.helpers import create_topics, role_env
+from tests.providers.harness import Harness
+from tests.streams.helpers import create_topics, role_env, wait_for
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -186,3 +190,30 @@ async def test_segstream_process_writes_json_lines(settings: Settings, tmp_path:
     assert all(RFC3339.match(str(line["ts"])) and line["logger"] for line in seen)
     assert any(str(line["message"]).startswith("Kafka: ") for line in seen)  # startup line
     assert token not in json.dumps(seen)
+
+
+async def test_a_provider_that_stays_away_is_logged_once_then_once_when_back(
+    settings: Settings, redis_client: Redis, mailchimp: Harness,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Many held retries of a provider that answers 5xx: one WARNING when it goes, one INFO
+    when it delivers again, nothing per retry above DEBUG."""
+    from tests.streams.sync.test_worker import FAST, all_committed, change, send, setup_target
+    from tests.streams.sync.test_worker import worker as sync_worker
+
+    settings = settings.with_changes(secret_key=SecretStr("s" * 40), session_timeout_ms=3000)
+    await setup_target(settings, redis_client, mailchimp)
+    mailchimp.fake.faults.rate_5xx = 1.0
+    await send(settings, [change("seg-vip", f"l{i}", True) for i in range(5)])
+    caplog.set_level(logging.INFO, logger="streams.sync.worker")
+    async with sync_worker(settings, redis_client, dataclasses.replace(FAST, max_attempts=2)
+                           ) as (counters, _):
+        await wait_for(lambda: asyncio.sleep(0, counters.outages >= 4), what="held retries")
+        mailchimp.fake.faults.rate_5xx = 0.0
+        await wait_for(lambda: all_committed(settings), what="offsets committed")
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "streams.sync.worker" and r.levelno >= logging.INFO]
+    warnings = [m for level, m in said if level != "INFO"]
+    assert len(warnings) == 1 and "unavailable for profile" in warnings[0], said
+    assert sum("delivers again" in m for _, m in said) == 1, said
+    assert sum("holding profile" in m for _, m in said) == 1, said

@@ -172,12 +172,11 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from streams.ops.produce import produce_lines
 
     settings = _found(settings, "produce")
-    assert settings.kafka_bootstrap
+    kafka = settings.kafka_connection()
     topics = TopicNames(settings.topic_prefix)
-    await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
-                        settings.replication_factor)
+    await ensure_topics(kafka, topics, settings.partitions, settings.replication_factor)
     with _open(args.file) as stream:
-        report = await produce_lines(settings.kafka_bootstrap, _lines(stream), topics,
+        report = await produce_lines(kafka, _lines(stream), topics,
                                      settings.kafka_idempotence)
     for number, reason in report.rejected:
         console.print(f"[red]line {number}[/red]: {reason}")
@@ -268,7 +267,7 @@ async def _partitions(settings: Settings) -> int:
     if not settings.kafka_bootstrap:
         return settings.partitions
     customers = TopicNames(settings.topic_prefix).customers
-    counts = await partition_counts(settings.kafka_bootstrap, [customers])
+    counts = await partition_counts(settings.kafka_connection(), [customers])
     return counts.get(customers, settings.partitions)
 
 

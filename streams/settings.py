@@ -11,8 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.broker.connection import (
+    SASL_PROTOCOLS,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+)
 
 MIN_SECRET_KEY_LENGTH: Final = 32
 ENV_PREFIX: Final = "SEGSTREAM_"
@@ -30,6 +45,16 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     """Unset: `segstream up` starts the embedded broker."""
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    """`SSL` or `SASL_SSL` for TLS; `SASL_*` authenticate with the `kafka_sasl_*` settings."""
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None
+    """CA bundle that verifies the broker (unset: the system's CAs)."""
+    kafka_ssl_certfile: FilePath | None = None
+    """Client certificate, for brokers that require mutual TLS (with `kafka_ssl_keyfile`)."""
+    kafka_ssl_keyfile: FilePath | None = None
     redis_url: str | None = None
     """Unset: `segstream up` starts the embedded Redis-compatible server."""
     redis_cluster: bool = False
@@ -80,6 +105,36 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol != "PLAINTEXT" and self.kafka_bootstrap is None:
+            raise ValueError(
+                f"SEGSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs SEGSTREAM_KAFKA_BOOTSTRAP: "
+                "the embedded broker `segstream up` starts is plaintext")
+        if protocol in SASL_PROTOCOLS:
+            missing = [f"{ENV_PREFIX}KAFKA_SASL_{name.upper()}" for name in
+                       ("mechanism", "username", "password")
+                       if getattr(self, f"kafka_sasl_{name}") is None]
+            if missing:
+                raise ValueError(f"SEGSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 f"{', '.join(missing)}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("SEGSTREAM_KAFKA_SSL_CERTFILE and SEGSTREAM_KAFKA_SSL_KEYFILE go "
+                             "together (a client certificate and its key)")
+        return self
+
+    def kafka_connection(self) -> KafkaConnection:
+        """How the roles reach the broker (set `kafka_bootstrap` first: `up` fills it)."""
+        assert self.kafka_bootstrap is not None, "kafka_bootstrap is set before clients open"
+        password = self.kafka_sasl_password
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=password.get_secret_value() if password is not None else None,
+            ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile)
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
@@ -106,8 +161,11 @@ class SettingsError(ValueError):
     def __init__(self, error: ValidationError) -> None:
         problems = []
         for item in error.errors():
+            if not item["loc"]:  # a rule across variables names them in its message
+                problems.append(item["msg"].removeprefix("Value error, "))
+                continue
             name = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
-            shown = "" if "secret" in name.lower() or "token" in name.lower() else (
-                f"={item.get('input')!r}")
+            hidden = any(word in name.lower() for word in ("secret", "token", "password"))
+            shown = "" if hidden else f"={item.get('input')!r}"
             problems.append(f"{name}{shown} is invalid: {item['msg']}")
         super().__init__("; ".join(problems))

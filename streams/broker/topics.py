@@ -23,6 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from streams.broker.connection import KafkaTarget, client_options
+
 # How long to wait for freshly created topics to show in metadata (Kafka propagates
 # them to brokers asynchronously), and for a fetch to report every high watermark.
 METADATA_WAIT_S: Final = 10.0
@@ -80,7 +82,7 @@ class TopicNames:
 
 
 async def ensure_topics(
-    bootstrap: str, names: TopicNames, partitions: int, replication_factor: int
+    kafka: KafkaTarget, names: TopicNames, partitions: int, replication_factor: int
 ) -> int:
     """Create the missing topics, then check co-partitioning; return the shared count.
 
@@ -88,7 +90,7 @@ async def ensure_topics(
     ``customers``, ``orders`` and the repartition topic differ in partition count.
     """
     wanted = {topic: partitions for topic in names.all}
-    async with _admin(bootstrap) as admin:
+    async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(topic, count, replication_factor)
@@ -97,7 +99,7 @@ async def ensure_topics(
         ]
         if missing:
             _raise_creation_errors(await admin.create_topics(missing))
-    counts = await _wait_for_topics(bootstrap, names.all)
+    counts = await _wait_for_topics(kafka, names.all)
     return check_co_partitioned(counts, names)
 
 
@@ -115,13 +117,13 @@ def check_co_partitioned(counts: Mapping[str, int], names: TopicNames) -> int:
     return next(iter(found.values()))
 
 
-async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+async def partition_counts(kafka: KafkaTarget, topics: Iterable[str]) -> dict[str, int]:
     """Partition count of each topic that exists; topics that do not are left out.
 
     Reads full cluster metadata, which never auto-creates a topic (a metadata request
     naming topics may, on brokers with ``auto.create.topics.enable``).
     """
-    async with _client(bootstrap) as client:
+    async with _client(kafka) as client:
         metadata = await client.fetch_all_metadata()
     counts = {}
     for topic in topics:
@@ -132,7 +134,7 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
 
 
 async def high_watermarks(
-    bootstrap: str, tps: Iterable[TopicPartition]
+    kafka: KafkaTarget, tps: Iterable[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """The high watermark (offset of the next record) of each partition, from a fetch.
 
@@ -143,7 +145,7 @@ async def high_watermarks(
     tps = list(dict.fromkeys(tps))
     if not tps:
         return {}
-    async with _consumer(bootstrap, fetch_max_wait_ms=50) as consumer:
+    async with _consumer(kafka, fetch_max_wait_ms=50) as consumer:
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
@@ -166,7 +168,7 @@ async def _fetched_highwaters(
 
 
 async def committed_offsets(
-    bootstrap: str, group_id: str, tps: Iterable[TopicPartition]
+    kafka: KafkaTarget, group_id: str, tps: Iterable[TopicPartition]
 ) -> dict[TopicPartition, int | None]:
     """The group's committed offset per partition (None where it has none).
 
@@ -176,25 +178,25 @@ async def committed_offsets(
     tps = list(dict.fromkeys(tps))
     if not tps:
         return {}
-    async with _consumer(bootstrap, group_id=group_id) as consumer:
+    async with _consumer(kafka, group_id=group_id) as consumer:
         offsets = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
     return dict(zip(tps, offsets, strict=True))
 
 
-async def cluster_id(bootstrap: str) -> str | None:
+async def cluster_id(kafka: KafkaTarget) -> str | None:
     """The cluster id from metadata (None from brokers too old to send one)."""
-    async with _admin(bootstrap) as admin:
+    async with _admin(kafka) as admin:
         description = await admin.describe_cluster()
     value = description.get("cluster_id")
     return str(value) if value is not None else None
 
 
-async def _wait_for_topics(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+async def _wait_for_topics(kafka: KafkaTarget, topics: Iterable[str]) -> dict[str, int]:
     topics = list(topics)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + METADATA_WAIT_S
     while True:
-        counts = await partition_counts(bootstrap, topics)
+        counts = await partition_counts(kafka, topics)
         missing = [topic for topic in topics if topic not in counts]
         if not missing:
             return counts
@@ -216,8 +218,8 @@ def _raise_creation_errors(response: Any) -> None:
 
 
 @asynccontextmanager
-async def _admin(bootstrap: str) -> AsyncIterator[Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _admin(kafka: KafkaTarget) -> AsyncIterator[Any]:
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         yield admin
@@ -226,8 +228,8 @@ async def _admin(bootstrap: str) -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def _client(bootstrap: str) -> AsyncIterator[Any]:
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+async def _client(kafka: KafkaTarget) -> AsyncIterator[Any]:
+    client = AIOKafkaClient(**client_options(kafka))
     try:
         await client.bootstrap()
         yield client
@@ -236,8 +238,8 @@ async def _client(bootstrap: str) -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def _consumer(bootstrap: str, **options: Any) -> AsyncIterator[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
+async def _consumer(kafka: KafkaTarget, **options: Any) -> AsyncIterator[Any]:
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, **options)
     await consumer.start()
     try:
         yield consumer

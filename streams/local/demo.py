@@ -24,6 +24,7 @@ from providers.fakes.mailchimp import MailchimpFake
 from providers.fakes.server import serve_fake
 from segments.events import TOPIC_OF_TYPE
 from streams.aio import pause
+from streams.broker.connection import KafkaConnection
 from streams.broker.topics import TopicNames, ensure_topics, high_watermarks, partition_counts
 from streams.engine.processor import Processor
 from streams.local.traffic import DEMO_SEGMENTS, Storefront
@@ -92,9 +93,8 @@ async def run_demo(
     The fake Mailchimp keeps answering until `roles_stopped`: the sync worker delivers what it
     holds before it stops, and would otherwise retry against a closed port.
     """
-    assert settings.kafka_bootstrap
     topics = TopicNames(settings.topic_prefix)
-    await ensure_topics(settings.kafka_bootstrap, topics, settings.partitions,
+    await ensure_topics(settings.kafka_connection(), topics, settings.partitions,
                         settings.replication_factor)
     fake = MailchimpFake()
     list_id, tags = fake.seed_list("Demo audience", [MAILCHIMP_TAG])
@@ -137,12 +137,12 @@ async def _show(
     settings: Settings, redis: Redis, processor: Processor, stop: asyncio.Event,
     console: Console, rate: int, view: DemoView,
 ) -> None:
-    assert settings.kafka_bootstrap
+    kafka = settings.kafka_connection()
     topics = TopicNames(settings.topic_prefix)
     counts = StateStore(redis, settings.key_prefix)
     tasks = [
-        asyncio.create_task(_traffic(settings.kafka_bootstrap, topics, view, stop, rate)),
-        asyncio.create_task(_watch(settings.kafka_bootstrap, topics, view, stop)),
+        asyncio.create_task(_traffic(kafka, topics, view, stop, rate)),
+        asyncio.create_task(_watch(kafka, topics, view, stop)),
     ]
     try:
         with Live(view.render(processor), console=console, refresh_per_second=4) as live:
@@ -158,10 +158,10 @@ async def _show(
 
 
 async def _traffic(
-    bootstrap: str, topics: TopicNames, view: DemoView, stop: asyncio.Event, rate: int
+    kafka: KafkaConnection, topics: TopicNames, view: DemoView, stop: asyncio.Event, rate: int
 ) -> None:
     shop = Storefront(seed=int(time.time()), customers=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**kafka.client_options(), linger_ms=5)
     await producer.start()
     try:
         tick = 0.1
@@ -177,14 +177,16 @@ async def _traffic(
         await producer.stop()
 
 
-async def _watch(bootstrap: str, topics: TopicNames, view: DemoView, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _watch(
+    kafka: KafkaConnection, topics: TopicNames, view: DemoView, stop: asyncio.Event
+) -> None:
+    consumer = AIOKafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
     await consumer.start()
     try:
-        count = (await partition_counts(bootstrap, [topics.membership]))[topics.membership]
+        count = (await partition_counts(kafka, [topics.membership]))[topics.membership]
         tps = [TopicPartition(topics.membership, p) for p in range(count)]
         consumer.assign(tps)
-        ends = await high_watermarks(bootstrap, tps)
+        ends = await high_watermarks(kafka, tps)
         for tp in tps:
             consumer.seek(tp, ends.get(tp, 0))
         while not stop.is_set():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 
 from segments.events import TOPIC_OF_TYPE, InvalidEvent, decode_event, event_type
+from streams.broker.connection import KafkaTarget, client_options
 from streams.broker.topics import TopicNames
 
 
@@ -54,12 +55,12 @@ def validate_lines(lines: Iterable[bytes], topics: TopicNames, report: ProduceRe
 
 
 async def produce_lines(
-    bootstrap: str, lines: Iterable[bytes], topics: TopicNames, idempotent: bool = False
+    kafka: KafkaTarget, lines: Iterable[bytes], topics: TopicNames, idempotent: bool = False
 ) -> ProduceReport:
     """Send the valid lines; returns once the broker acknowledged all of them."""
     report = ProduceReport()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=idempotent
+        **client_options(kafka), acks="all", linger_ms=5, enable_idempotence=idempotent
     )
     await producer.start()
     try:

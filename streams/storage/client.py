@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -154,6 +155,17 @@ def _connect_cluster(url: str, **options: Any) -> Redis:
     })
     cluster_client: Redis = client
     return cluster_client
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be printed or logged: its password (if any) replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from streams.ops.http import health_routes
 OPENAPI_URL = "/openapi.json"
 
 DESCRIPTION = """Segments, customers, event ingestion and auto-responder profiles of segstream
-(contract section 6).
+(docs/api.md in the repository).
 
 Every data route needs `Authorization: Bearer <SEGSTREAM_API_TOKEN>` (in Swagger UI:
 *Authorize*). Open without it, as they hold no data: `/health/*`, `/metrics`, this

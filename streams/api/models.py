@@ -62,7 +62,7 @@ _EVENT_SCHEMA: Final[dict[str, Any]] = {
     },
 }
 _EVENTS_SCHEMA: Final[dict[str, Any]] = {
-    "description": "one event or a list (contract section 4)",
+    "description": "one event or a list (docs/events.md)",
     "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "maxItems": MAX_EVENTS}],
 }
 
@@ -81,7 +81,7 @@ class AutoResponderIn(RequestBody):
 
 
 class SegmentIn(RequestBody):
-    """A segment definition (contract section 5)."""
+    """A segment definition (docs/segments.md)."""
 
     invalid_code: ClassVar[str] = "invalid_definition"
 

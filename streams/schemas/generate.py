@@ -245,7 +245,7 @@ def event_schema(event_type: str) -> Schema:
     return _file(
         event_type, f"{event_type} event",
         f"Input event `{event_type}`, written to the `{topic}` topic keyed by "
-        "`customer_id` (contract section 4). Unknown extra fields are allowed and ignored.",
+        "`customer_id` (docs/events.md). Unknown extra fields are allowed and ignored.",
         {**_event_body(event_type), "$defs": _defs()},
     )
 
@@ -254,7 +254,7 @@ def envelope_schema() -> Schema:
     branches = {name: _event_body(name) for name in EVENT_TYPES}
     return _file(
         ENVELOPE, "segstream input event",
-        "Any input event (contract section 4): the envelope, and `data` according to `type`. "
+        "Any input event (docs/events.md): the envelope, and `data` according to `type`. "
         "Unknown extra fields are allowed and ignored; an unknown `type` is invalid.",
         {
             "type": "object",

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -167,7 +168,8 @@ async def _traffic(
         tick = 0.1
         per_tick = max(1, int(rate * tick))
         while not stop.is_set():
-            for event in shop.events(per_tick):
+            shop.now = datetime.now(UTC)  # events happen now, so time-relative segments hold
+            for event in shop.events(per_tick, step=timedelta(0)):
                 topic = getattr(topics, TOPIC_OF_TYPE[event["type"]])
                 await producer.send(topic, orjson.dumps(event),
                                     key=event["customer_id"].encode())

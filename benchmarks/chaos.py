@@ -57,6 +57,8 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO if arguments.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    # the fake provider's server logs each request its client gave up on (stalls): expected
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     if arguments.verbose:
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
         logging.getLogger("httpx").setLevel(logging.WARNING)

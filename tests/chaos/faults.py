@@ -39,6 +39,7 @@ KINDS: Final = {
 SERVICE_OF: Final = {"freeze_broker": "broker", "kill_redis": "redis", "freeze_redis": "redis",
                      "provider_errors": "provider", "provider_stall": "provider"}
 UNSUBSCRIBED_EACH: Final = 3
+VICTIM_WAIT_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,9 @@ class Chaos:
         log.info("t+%.1fs %s: %s", at, KINDS[kind], detail)
 
     async def _kill(self, command: str, names: list[str] | None) -> None:
-        victims = self.roles.running(command, names)
+        victims = await self._running(command, names)
         if not victims:
-            log.warning("no running %s to kill; fault skipped", command)
+            log.warning("no running %s to kill for %g s; fault skipped", command, VICTIM_WAIT_S)
             return
         victim = self.rng.choice(victims)
         pid = self.roles.kill(victim)
@@ -145,6 +146,16 @@ class Chaos:
                    f"{victim.name} (pid {pid}), started again after {delay:.1f} s")
         await asyncio.sleep(delay)
         self.roles.start(victim)
+
+    async def _running(self, command: str, names: list[str] | None) -> list[Slot]:
+        """The running slots to pick a victim from; when every one is down (killed a moment
+        ago), wait for one to be started again, so each planned kill lands."""
+        deadline = time.monotonic() + VICTIM_WAIT_S
+        while not (victims := self.roles.running(command, names)):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        return victims
 
     async def _join_leave(self) -> None:
         self._extras += 1

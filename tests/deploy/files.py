@@ -7,7 +7,13 @@ these tests.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import os
 import re
+import subprocess
+import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +92,34 @@ def pinned(image: str) -> bool:
     tag = image_tag(image)
     return tag is not None and tag != "latest" and (
         tag.startswith("sha256:") or any(ch.isdigit() for ch in tag))
+
+
+@contextlib.contextmanager
+def health_server(answering: str) -> Iterator[int]:
+    """A local HTTP server on a free port answering 200 at `answering` and 503 elsewhere, as a
+    role answers its health routes; yields its port."""
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == answering else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def health_check_passes(argv: list[str], port: int) -> bool:
+    """Run a container health check command here (`python` is this interpreter) with the role's
+    HTTP port in its environment; whether it exits 0."""
+    argv = [sys.executable if word == "python" else word for word in argv]
+    env = {**os.environ, ENV_PREFIX + "HTTP_PORT": str(port)}
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0

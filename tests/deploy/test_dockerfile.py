@@ -9,7 +9,14 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from tests.deploy.files import DEPLOY, DOCKERFILE, REPO, pinned
+from tests.deploy.files import (
+    DEPLOY,
+    DOCKERFILE,
+    REPO,
+    health_check_passes,
+    health_server,
+    pinned,
+)
 
 
 @dataclass
@@ -79,7 +86,11 @@ def test_it_runs_as_an_unprivileged_user() -> None:
 def test_health_check_port_and_entrypoint() -> None:
     runtime = _stages()[-1]
     (check,) = runtime.all("HEALTHCHECK")
-    assert "/health/live" in check and "SEGSTREAM_HTTP_PORT" in check
+    command = check.split(" CMD ", 1)[1]  # shell form: run by /bin/sh in the image
+    with health_server("/health/live") as port:
+        assert health_check_passes(["sh", "-c", command], port)
+    with health_server("/health/ready") as port:
+        assert not health_check_passes(["sh", "-c", command], port)
     assert "8080" in runtime.all("EXPOSE")
     (entrypoint,) = runtime.all("ENTRYPOINT")
     assert json.loads(entrypoint) == ["segstream"]

@@ -20,8 +20,8 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -117,7 +117,8 @@ class Report:
         s = self.scenario
         rows: list[tuple[str, str]] = [
             ("events (distinct)", f"{self.distinct_events:,}"),
-            ("records sent (duplicate event_ids, re-sends)", f"{self.produced.records:,}"),
+            ("events sent (with duplicate event_ids)", f"{self.sent_events:,}"),
+            ("records acknowledged (re-sends counted again)", f"{self.produced.records:,}"),
             ("email changes", f"{self.email_changes:,}"),
         ]
         rows += [(f"fault: {text}", str(self.faults.get(kind, 0))) for kind, text in KINDS.items()
@@ -313,8 +314,3 @@ def _api_paths(profile_id: str, distinct: list[dict[str, Any]]) -> list[str]:
             f"/providers/profiles/{profile_id}/lists", "/segments", f"/segments/{RESPONDER}",
             f"/segments/{RESPONDER}/members", "/fields", "/health/ready", "/metrics",
             *(f"/customers/{c}" for c in customers)]
-
-
-def with_counts(plan: FaultPlan, counts: Mapping[str, int]) -> FaultPlan:
-    """`plan` with other fault counts."""
-    return replace(plan, counts=dict(counts))

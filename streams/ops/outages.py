@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka.errors import KafkaError
+from redis.exceptions import ClusterError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,8 +30,15 @@ class Outages:
         self._down: dict[str, tuple[float, str]] = {}
         self.counts: dict[str, int] = {}
         """Outages seen per service since the process started."""
+        self.errors: dict[str, int] = {}
+        """Failed calls seen per service (`failed`, and each `down`)."""
+
+    def failed(self, service: str) -> None:
+        """Count a failed call to `service` (an outage or not)."""
+        self.errors[service] = self.errors.get(service, 0) + 1
 
     def down(self, service: str, reason: str) -> None:
+        self.failed(service)
         if service in self._down:
             return
         self._down[service] = (self._clock(), reason)
@@ -55,8 +63,8 @@ class Outages:
 def service_of(error: BaseException) -> str | None:
     """The backing service whose absence `error` shows ("redis", "kafka"), or None when it is
     not an outage (a bug or bad configuration: those are not retried)."""
-    if isinstance(error, RedisConnectionError | RedisTimeoutError):
-        return "redis"
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | ClusterError | TryAgainError):
+        return "redis"  # the last two: a Redis Cluster slot migration longer than its retries
     if isinstance(error, KafkaError):
         return "kafka"
     if isinstance(error, ConnectionError | TimeoutError):

@@ -37,6 +37,7 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ClusterError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -81,6 +82,23 @@ class ReportingRetry(Retry):
 FOREVER: Final = 1 << 40
 """Retries of a role's client: more than it can ever make at the backoff's cap (a negative
 count, redis-py's "forever", makes a Redis Cluster client skip commands instead)."""
+
+
+SLOT_MOVE_ERRORS: Final = (ClusterError, TryAgainError)
+"""What a Redis Cluster answers while a slot migrates: `TRYAGAIN` (a multi-key command or a
+WATCH whose keys are split between the two nodes for now), or redis-py's ClusterError once it
+has followed its 16 redirections and the migration still runs. Both end with the migration."""
+
+
+def through_slot_moves() -> Retry:
+    """A retry that waits out a slot migration (up to about a minute), for writes that are safe
+    to repeat: the numbered commit script, a WATCHed transaction run again from its reads."""
+    return Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), 40,
+                 supported_errors=SLOT_MOVE_ERRORS)
+
+
+async def no_cleanup(_: Exception) -> None:
+    """`Retry.call_with_retry`'s failure handler, where there is nothing to clean up."""
 
 
 def patient_retry(outages: Outages | None = None) -> dict[str, Any]:

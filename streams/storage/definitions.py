@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from segments.definitions import SegmentDefinition, check_graph, parse_definition
+from streams.storage.client import no_cleanup, through_slot_moves
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class DefinitionStore:
     async def _write(self, segment_id: str, body: Any, exists: bool | None) -> SegmentDefinition:
         while True:
             try:
-                return await self._put_once(segment_id, body, exists)
+                return await through_slot_moves().call_with_retry(
+                    lambda: self._put_once(segment_id, body, exists), no_cleanup)
             except WatchError:
                 continue
 

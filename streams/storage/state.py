@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError
 
 from providers.reconcile import SegmentEmails
 from segments.features import decode_state, mask_bytes
+from streams.storage.client import no_cleanup, through_slot_moves
 
 
 @dataclass(frozen=True)
@@ -247,18 +248,22 @@ class StateStore:
         calls = [self._commit_args(p, writes[p]) for p in partitions]
         if not calls:
             return
+        results = await through_slot_moves().call_with_retry(
+            lambda: self._run_loaded(calls), no_cleanup)
+        fenced = [p for p, result in zip(partitions, results, strict=True) if int(result) < 0]
+        if fenced:
+            raise CommitFenced(fenced)
+
+    async def _run_loaded(self, calls: list[tuple[list[str], list[bytes]]]) -> list[Any]:
         try:
-            results = await self._run_commits(calls)
+            return await self._run_commits(calls)
         except NoScriptError:  # a Redis Cluster pipeline does not load scripts by itself
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command("SCRIPT", "LOAD", _COMMIT_LUA,
                                                  target_nodes=RedisCluster.ALL_NODES)
             else:
                 await self.redis.script_load(_COMMIT_LUA)
-            results = await self._run_commits(calls)
-        fenced = [p for p, result in zip(partitions, results, strict=True) if int(result) < 0]
-        if fenced:
-            raise CommitFenced(fenced)
+            return await self._run_commits(calls)
 
     async def _run_commits(self, calls: list[tuple[list[str], list[bytes]]]) -> list[Any]:
         if len(calls) == 1:

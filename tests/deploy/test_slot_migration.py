@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterError, TryAgainError
 
 from streams.storage.client import patient_retry, redis_client
 from streams.storage.definitions import DefinitionStore
@@ -164,10 +163,6 @@ async def test_a_commit_waits_out_a_migration_shorter_than_the_clients_tries(
     assert await store.load_offsets(PARTITION) == {"customers:3": 20}
 
 
-@pytest.mark.xfail(strict=True, raises=ClusterError, reason=(
-    "a commit during a migration longer than redis-py's 16 tries (~0.4 s) raises ClusterError "
-    "'TTL exhausted', which the supervisor does not take for a Redis outage: the processor "
-    "exits, and its restart replays from Redis"))
 async def test_a_commit_waits_out_a_longer_migration(cluster: redis.asyncio.Redis) -> None:
     store = StateStore(cluster, "mig-long")
     await store.commit(PARTITION, _write(10, every_key=False))
@@ -182,10 +177,6 @@ async def test_a_commit_waits_out_a_longer_migration(cluster: redis.asyncio.Redi
     assert await store.load_offsets(PARTITION) == {"customers:3": 20}
 
 
-@pytest.mark.xfail(strict=True, raises=TryAgainError, reason=(
-    "a definition write WATCHes `{defs}` and `{defs}:tombs`; with no segment deleted yet the "
-    "tombs key does not exist, so during the slot's migration WATCH gets TRYAGAIN, which "
-    "redis-py does not retry in a transaction and the store does not catch"))
 async def test_a_definition_write_waits_out_a_migration(cluster: redis.asyncio.Redis) -> None:
     definitions = DefinitionStore(cluster, "mig-defs")
     await definitions.put("first", SEGMENT)

@@ -12,7 +12,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 from cryptography.fernet import Fernet
@@ -408,13 +408,38 @@ async def _run_roles(
         stop.set()
         # The roles stop first: the sync worker may still be delivering to the demo's fake
         # provider, which the extra serves until it is told the roles are done.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stopped_within(tasks, ROLE_STOP_GRACE_S)
         roles_stopped.set()
         await asyncio.gather(*extras, return_exceptions=True)
         waiter.cancel()
         for task in (*tasks, *extras):
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+
+ROLE_STOP_GRACE_S: Final = 5.0
+"""How long roles asked to stop may take to finish what they hold (a commit, a provider call)
+before they are cancelled: an orchestrator's grace period before SIGKILL is commonly 30 s."""
+
+
+async def _stopped_within(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Wait for `tasks` to end, cancelling those still running after `grace` seconds.
+
+    A role waiting out an outage (a frozen Redis) would otherwise hold the stop for as long as
+    the outage lasts. Cancelling is safe for the guarantees, as a crash is: the commit is
+    numbered, and whatever was not committed is replayed from the stored offsets at the next
+    start, its records with the same ids.
+    """
+    if not tasks:
+        return
+    _, running = await asyncio.wait(tasks, timeout=grace)
+    if running:
+        log.warning("%s still running %.0f s after the stop (waiting for a service that does "
+                    "not answer?); cancelling: what they did not commit is replayed at the next "
+                    "start", ", ".join(sorted(t.get_name() for t in running)), grace)
+        for task in running:
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

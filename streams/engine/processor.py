@@ -73,6 +73,8 @@ class Processor:
         self._kafka_commit: asyncio.Future[None] | None = None
         self._to_report: dict[TopicPartition, int] = {}
         self._timers_polled = 0
+        self._abandoned = False
+        """Cancelled mid-run: its cleanup leaves Redis alone (`_cancelling`)."""
         self.aligner: EventTimeAligner | None = None
         self._paused: set[TopicPartition] = set()
 
@@ -123,6 +125,7 @@ class Processor:
         self._to_report = {}
         self._paused = set()
         self._timers_polled = 0
+        self._abandoned = False
         self.ready.clear()
 
     async def _consume(self, bootstrap: str) -> None:
@@ -145,8 +148,9 @@ class Processor:
         try:
             await self._loop(consumer)
         finally:
-            async with self.lock:
-                await self._commit_kafka(force=True)
+            if not self._abandoned:
+                async with self.lock:
+                    await self._commit_kafka(force=True)
             await consumer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
@@ -187,7 +191,12 @@ class Processor:
         finally:
             collector.exit()
             stop_wait.cancel()
-            await checkpoint.drain()
+            if _cancelling():
+                # a stop that could not wait (Redis away): nothing more goes to Redis, as after
+                # a crash; the next start replays what was not committed
+                self._abandoned = True
+            else:
+                await checkpoint.drain()
 
     async def _turn(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """One batch (or none), one chunk of each pending backfill and the due timers, handed
@@ -325,7 +334,7 @@ class Processor:
         log.info("assigned partitions %s", sorted(by_partition))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if self.engine is None or self.checkpoint is None:
+        if self.engine is None or self.checkpoint is None or self._abandoned:
             return
         await self.checkpoint.drain()
         await self._commit_kafka(force=True)
@@ -398,3 +407,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         assert consumer is not None
         async with self.processor.lock:
             await self.processor.on_assigned(consumer, set(assigned))
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (its cleanup must not wait on services)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -51,10 +51,6 @@ async def own_services(tmp_path: Path) -> AsyncIterator[tuple[Settings, AofValke
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "a role stops only once Redis answers again: its Redis client retries for as long as "
-    "Redis is away (patient_retry) and nothing ends a call in flight when the stop is asked; "
-    "harmless for the guarantees (like a kill -9), but not the clean stop SIGTERM asks for"))
 async def test_a_processor_asked_to_stop_while_redis_is_frozen_exits_without_waiting_for_it(
         own_services: tuple[Settings, AofValkey], tmp_path: Path) -> None:
     settings, valkey = own_services

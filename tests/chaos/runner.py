@@ -37,7 +37,7 @@ from streams.storage.client import redis_client
 from tests.chaos.checks import Pipeline, Verdict, verify, wait_converged
 from tests.chaos.faults import KINDS, Chaos, FaultPlan
 from tests.chaos.leaks import Leak, leaks_in_api, leaks_in_files
-from tests.chaos.roles import RoleExit, Roles, Slot
+from tests.chaos.roles import STOP_TIMEOUT_S, RoleExit, Roles, Slot
 from tests.chaos.services import AofValkey, redis_cluster
 from tests.chaos.traffic import ProduceStats, SteadyProducer, chaos_events
 
@@ -133,7 +133,8 @@ class Report:
              f"{v.mismatches} ({v.states_differing}, {v.redis_mismatches}, "
              f"{v.topic_mismatches}, {v.provider_mismatches + v.resubscribed})"),
             ("not on the input topics (producer)", str(v.not_on_inputs + v.reordered_on_inputs)),
-            ("roles that exited by themselves", str(len(self.exits))),
+            (f"roles exited by themselves or not stopped in {STOP_TIMEOUT_S:g} s",
+             str(len(self.exits))),
             ("secrets found in logs, files, API answers", str(len(self.leaks))),
             ("seconds to converge", "did not" if self.converge_s is None
              else f"{self.converge_s:.1f}"),

@@ -684,6 +684,7 @@ class Bench:
             "SEGSTREAM_GROUP_ID": f"{key_prefix}-processor",
             "SEGSTREAM_PARTITIONS": str(self.args.partitions),
             "SEGSTREAM_RUN_DIR": str(self.workdir / key_prefix),
+            "SEGSTREAM_HTTP_PORT": "0",  # each processor serves /metrics on a port of its own
         })
         # `segstream process` refuses to start without them; generated per run, never printed.
         env.setdefault("SEGSTREAM_API_TOKEN", secrets.token_urlsafe(24))

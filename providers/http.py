@@ -22,7 +22,14 @@ from typing import Any
 import httpx
 import orjson
 
-from providers.errors import ProviderError, RateLimited, TransientError, from_transport_error
+from providers.errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    TransientError,
+    from_transport_error,
+)
 from providers.limits import AccountLimiter
 from providers.retry import Retry
 
@@ -77,6 +84,19 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
+def outcome_of(error: ProviderError) -> str:
+    """The class of a failed call, as observers are told it."""
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, AuthError):
+        return "auth"
+    if isinstance(error, TransientError):
+        return "transient"
+    if isinstance(error, PermanentError):
+        return "permanent"
+    return "error"
+
+
 class ApiSession:
     """Sends requests for one account under its limiter and retry policy."""
 
@@ -112,11 +132,19 @@ class ApiSession:
     ) -> ApiResponse:
         """Send with retries; return the 2xx answer or raise a classified error.
 
-        ``also``: the limiter of an endpoint with a limit of its own, taken first.
+        ``also``: the limiter of an endpoint with a limit of its own, taken first. Each
+        attempt and retry is told to the limiter's observer (``providers.observe``).
         """
-        return await self.retry.call_with_retry(
-            lambda: self._attempt(method, path, params, json, also)
-        )
+        observer, attempts = self.limiter.observer, 0
+
+        async def attempt() -> ApiResponse:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                observer.retried(self.provider)
+            return await self._attempt(method, path, params, json, also)
+
+        return await self.retry.call_with_retry(attempt)
 
     async def _attempt(
         self, method: str, path: str, params: Params | None, json: Any,
@@ -131,15 +159,23 @@ class ApiSession:
             if also is not None:
                 await permits.enter_async_context(also.slot())
             await permits.enter_async_context(self.limiter.slot())
+            started = time.monotonic()
             try:
                 response = await self._http.request(
                     method, self.base_url + path, params=params, content=content, headers=headers
                 )
             except httpx.TransportError as exc:
+                self.limiter.observer.call_finished(
+                    self.provider, "network", None, time.monotonic() - started)
                 raise from_transport_error(self.provider, exc) from exc
+        seconds = time.monotonic() - started
         if response.is_success:
+            self.limiter.observer.call_finished(
+                self.provider, "ok", response.status_code, seconds)
             return ApiResponse(response.status_code, self._decode(response))
         error = self._parse_error(response)
+        self.limiter.observer.call_finished(
+            self.provider, outcome_of(error), response.status_code, seconds)
         if isinstance(error, RateLimited) and error.retry_after:
             (also or self.limiter).pause(error.retry_after)
         raise error

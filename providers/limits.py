@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from providers.observe import NO_OBSERVER, WAIT_REPORTED_S, CallObserver
+
 Clock = Callable[[], float]
 
 
@@ -95,8 +97,17 @@ class SlidingWindowLimiter:
 class AccountLimiter:
     """Concurrency cap, call-rate window and pause for one provider account."""
 
-    def __init__(self, policy: LimitPolicy, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, policy: LimitPolicy, clock: Clock = time.monotonic, *, name: str = "",
+        observer: CallObserver = NO_OBSERVER,
+    ) -> None:
         self.policy = policy
+        self.name = name
+        """The limit's name in what the observer is told (``mailchimp``,
+        ``activecampaign.bulk_import``)."""
+        self.observer = observer
+        """Told of the waits for a permit, and (by the sessions using this limiter) of each
+        call."""
         self._clock = clock
         self._resume_at = 0.0
         self._in_flight = asyncio.Semaphore(policy.max_concurrent or 1)
@@ -113,12 +124,16 @@ class AccountLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a permit for one request, from sending it to reading its answer."""
+        asked = self._clock()
         await _sleep_until_zero(lambda: self._resume_at - self._clock())
         async with AsyncExitStack() as stack:
             if self.policy.max_concurrent:
                 await stack.enter_async_context(self._in_flight)
             if self._window is not None:
                 await self._window.acquire()
+            waited = self._clock() - asked
+            if waited >= WAIT_REPORTED_S:
+                self.observer.limit_waited(self.name, waited)
             yield
 
 
@@ -129,8 +144,11 @@ class ProviderLimits:
         self,
         policies: Mapping[str, LimitPolicy] | None = None,
         clock: Clock = time.monotonic,
+        observer: CallObserver = NO_OBSERVER,
     ) -> None:
         self.policies = {**DEFAULT_POLICIES, **(policies or {})}
+        self.observer = observer
+        """Given to every limiter, and through them to every session (``providers.observe``)."""
         self._clock = clock
         self._limiters: dict[tuple[str, str], AccountLimiter] = {}
 
@@ -140,5 +158,6 @@ class ProviderLimits:
         limiter = self._limiters.get(key)
         if limiter is None:
             policy = self.policies.get(provider, LimitPolicy())
-            limiter = self._limiters[key] = AccountLimiter(policy, self._clock)
+            limiter = self._limiters[key] = AccountLimiter(
+                policy, self._clock, name=provider, observer=self.observer)
         return limiter

@@ -24,16 +24,24 @@ from redis.exceptions import RedisError
 from providers.limits import ProviderLimits
 from providers.profiles import Profile
 from streams.api import ApiDeps, create_app
-from streams.broker.topics import TopicNames, ensure_topics
+from streams.broker.topics import TopicNames, ensure_topics, partition_counts
 from streams.engine.processor import Processor
 from streams.local.embedded import EmbeddedServices, ServiceStartError, resolve_services
-from streams.ops.http import HealthChecks, MetricsSource, serve
-from streams.ops.lag import consumer_lag, groups_and_topics, prometheus_lag
+from streams.ops.http import (
+    HealthChecks,
+    MetricsSource,
+    bound_port,
+    build_app,
+    health_routes,
+    serve,
+)
+from streams.ops.lag import LagReader, groups_and_topics, sync_group
 from streams.ops.logs import log_context
+from streams.ops.metrics import Metrics
 from streams.ops.outages import Outages
 from streams.ops.supervision import supervise, wait_for_services
 from streams.settings import Settings
-from streams.storage.client import brief_retry, patient_retry, redis_client
+from streams.storage.client import brief_retry, patient_retry, redis_client, shown_url
 from streams.storage.definitions import DefinitionStore, apply_segments_file
 from streams.storage.profiles import ProfileStore
 from streams.storage.state import StateStore
@@ -56,6 +64,7 @@ class UpOptions:
     segments_file: str | None = None
     demo: bool = False
     http: bool = True
+    """Serve the segment API. Every role serves /health/* and /metrics on the HTTP port."""
     processor: bool = True
     sync: bool = True
 
@@ -290,11 +299,11 @@ async def run_system(
     outages = Outages()
     async with resolve_services(settings) as ready:
         assert ready.kafka_bootstrap and ready.redis_url
-        say(f"Kafka: {ready.kafka_bootstrap}   Redis: {ready.redis_url}")
+        say(f"Kafka: {ready.kafka_bootstrap}   Redis: {shown_url(ready.redis_url)}")
         url, cluster = ready.redis_url, ready.redis_cluster
         async with redis_client(url, cluster=cluster, **patient_retry(outages)) as redis, \
                 redis_client(url, cluster=cluster, **brief_retry(outages)) as quick:
-            checks = HealthChecks(ready.kafka_bootstrap, quick, outages)
+            checks = HealthChecks(ready.kafka_connection(), quick, outages)
             try:
                 if not await wait_for_services(checks.check, outages, stop):
                     return
@@ -323,8 +332,7 @@ async def _load_segments(
 def _published(settings: Settings) -> Iterator[None]:
     """Let `segstream produce` / `lag` run in this folder find the services of this run."""
     path = services_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_services_of(settings)))
+    _write_private(path, _services_of(settings))  # a Redis URL may hold a password
     try:
         yield
     finally:
@@ -375,30 +383,43 @@ async def _run_roles(
     assert settings.kafka_bootstrap
     tasks: list[asyncio.Task[None]] = []
     sync_counters = SyncCounters()
-    limits = ProviderLimits()  # one per process: the API's list syncs and the worker share it
     outages = checks.outages
+    metrics = _metrics(settings, quick, processor, sync_counters, outages, options)
+    # one per process: the API's list syncs and the worker share it
+    limits = ProviderLimits(observer=metrics)
     async with contextlib.AsyncExitStack() as stack:
-        if options.http:
+        stack.push_async_callback(metrics.close)
+        if not options.http:  # a role alone still answers its probes and scrapes
+            server = await stack.enter_async_context(serve(
+                build_app(health_routes(checks, metrics.render)), settings.http_host,
+                settings.http_port))
+            say(f"HTTP: http://{settings.http_host}:{bound_port(server)} "
+                "(/health/live, /health/ready, /metrics)")
+        else:
             app = await stack.enter_async_context(
-                api_app(settings, quick, checks, _metrics(settings, processor, sync_counters),
-                        limits))
+                api_app(settings, quick, checks, metrics.render, limits))
             with log_context(role="api"):  # the server task logs as the API
                 await stack.enter_async_context(
                     serve(app, settings.http_host, settings.http_port))
             say(f"HTTP: http://{settings.http_host}:{settings.http_port} "
                 "(API, /health/ready, /metrics, /openapi.json)")
         if options.processor:
+            checks.role("processor", lambda: "ok" if processor.ready.is_set()
+                        else "starting: joining the consumer group")
             with log_context(role="process"):
                 tasks.append(asyncio.create_task(supervise(
                     "the processor", processor.run, checks.check, outages, stop),
                     name="processor"))
         if options.sync:
             async def sync_role() -> None:
-                await run_sync(settings, redis, stop, limits=limits, counters=sync_counters)
+                await run_sync(settings, redis, stop, limits=limits, counters=sync_counters,
+                               observer=metrics)
 
             with log_context(role="sync"):
-                tasks.append(asyncio.create_task(supervise(
-                    "the sync worker", sync_role, checks.check, outages, stop), name="sync"))
+                syncing = asyncio.create_task(supervise(
+                    "the sync worker", sync_role, checks.check, outages, stop), name="sync")
+            tasks.append(syncing)
+            checks.role("sync", lambda: "stopped" if syncing.done() else "ok")
         roles_stopped = asyncio.Event()
         extras = [] if extra is None else [asyncio.create_task(
             extra(settings, redis, processor, stop, roles_stopped), name="extra")]
@@ -448,12 +469,12 @@ async def api_app(
     limits: ProviderLimits | None = None,
 ) -> AsyncIterator[FastAPI]:
     """The HTTP API with its own producer (for POST /events), started and stopped here."""
-    assert settings.kafka_bootstrap
+    kafka = settings.kafka_connection()
     if settings.secret_key is None:
         raise ValueError("SEGSTREAM_SECRET_KEY must be set: it encrypts provider credentials")
-    partitions = await ensure_topics(settings.kafka_bootstrap, TopicNames(settings.topic_prefix),
+    partitions = await ensure_topics(kafka, TopicNames(settings.topic_prefix),
                                      settings.partitions, settings.replication_factor)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka.client_options(), acks="all",
                                 linger_ms=5, enable_idempotence=settings.kafka_idempotence)
     profiles = ProfileStore(redis, settings.key_prefix, settings.secret_key.get_secret_value(),
                             limits=limits)
@@ -474,20 +495,52 @@ async def api_app(
 
 
 def _metrics(
-    settings: Settings, processor: Processor, sync: SyncCounters
-) -> Callable[[], Coroutine[Any, Any, str]]:
-    async def render() -> str:
-        assert settings.kafka_bootstrap
-        groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
-        text = prometheus_lag(await consumer_lag(settings.kafka_bootstrap, groups))
-        engine, checkpoint = processor.engine, processor.checkpoint
-        if engine is not None and checkpoint is not None:
-            counters = {**vars(engine.stats), "commits": checkpoint.commits}
-            for name, value in counters.items():
-                text += f"# TYPE segstream_{name}_total counter\nsegstream_{name}_total {value}\n"
-        for name, value in sync.as_dict().items():
-            text += f"# TYPE segstream_sync_{name}_total counter\n"
-            text += f"segstream_sync_{name}_total {value}\n"
-        return text
+    settings: Settings, redis: Redis, processor: Processor, sync: SyncCounters,
+    outages: Outages, options: UpOptions,
+) -> _ProcessMetrics:
+    """The process's metrics: what its roles count and observe, the lag of the groups they
+    run (both for the API alone, which runs none), and, with a processor, members per segment
+    (read with `redis`, the quick client)."""
+    metrics = _ProcessMetrics()
+    metrics.watch_outages(outages)
+    topics = TopicNames(settings.topic_prefix)
+    groups = groups_and_topics(topics, settings.group_id)
+    if options.processor:
+        processor.observer = metrics
+        metrics.watch_engine(processor.stats)
+        metrics.watch_members(_member_counts(settings, redis))
+    if options.sync:
+        metrics.watch_sync(sync)
+    mine = {settings.group_id: options.processor, sync_group(settings.group_id): options.sync}
+    if any(mine.values()):
+        groups = [(group, topics) for group, topics in groups if mine[group]]
+    metrics.reader = LagReader(settings.kafka_connection(), groups)
+    metrics.watch_lag(metrics.reader)
+    return metrics
 
-    return render
+
+class _ProcessMetrics(Metrics):
+    """`Metrics` with the lag reader it closes when the roles stop."""
+
+    reader: LagReader | None = None
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
+
+
+def _member_counts(settings: Settings, redis: Redis) -> Callable[[], Coroutine[Any, Any,
+                                                                                 dict[str, int]]]:
+    definitions = DefinitionStore(redis, settings.key_prefix)
+    states = StateStore(redis, settings.key_prefix)
+    partitions: list[int] = []
+
+    async def counts() -> dict[str, int]:
+        if not partitions:
+            customers = TopicNames(settings.topic_prefix).customers
+            found = await partition_counts(settings.kafka_connection(), [customers])
+            partitions.append(found.get(customers, settings.partitions))
+        live = (await definitions.load()).live
+        return await states.member_counts(partitions[0], sorted(live))
+
+    return counts

@@ -103,6 +103,7 @@ class Backfill:
             self._mark_done(share.write, plan.fingerprint)
             del self.plans[partition]
         engine.stats.backfilled += flips
+        engine.sink.fold()
         return flips
 
     def _mark_done(self, write: PartitionWrite, fingerprint: str) -> None:

@@ -46,6 +46,7 @@ from typing import Final
 from segments.features import FeatureState, encode_state
 from streams.aio import let_io_run
 from streams.engine.output import BatchProducer
+from streams.engine.stats import EngineStats
 from streams.storage.state import PartitionWrite, StateStore
 
 Position = tuple[str, int]
@@ -106,8 +107,10 @@ class Checkpoint:
     def __init__(
         self, store: StateStore, output: BatchProducer, policy: GroupPolicy,
         schedule: Schedule, clock: Callable[[], float] = time.monotonic,
+        stats: EngineStats | None = None,
     ) -> None:
         self._store = store
+        self._stats = stats if stats is not None else EngineStats()
         self._output = output
         self._policy = policy
         self._schedule = schedule
@@ -236,13 +239,17 @@ class Checkpoint:
 
     # -- steps 2-6 ----------------------------------------------------------------------------
 
-    async def hand_over(self, close: bool) -> None:
+    async def hand_over(self, close: bool, sent: Callable[[], None] | None = None) -> None:
         """Send the records added to the output since the last hand-over (a batch's); with
-        `close`, close the group and queue its commit.
+        `close`, close the group and queue its commit. `sent` is called when the broker has
+        acknowledged them (not when the send failed).
 
         Returns once the group two back is committed (its error, if any, is raised here).
         """
         sending = asyncio.ensure_future(self._output.send(self._output.detach()))
+        if sent is not None:
+            sending.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() is not None else sent())
         try:
             await let_io_run()  # the produce request leaves before the next batch's CPU work
             older, self._older = self._older, None
@@ -291,8 +298,11 @@ class Checkpoint:
             if share.timed:
                 assert now_ms is not None, "a batch applied without begin()"
                 dirty, timers = share.dirty, write.timers
+                scheduled = 0
                 for customer_id in share.timed:
-                    timers[customer_id] = schedule(dirty[customer_id], now_ms)
+                    at = timers[customer_id] = schedule(dirty[customer_id], now_ms)
+                    scheduled += at is not None
+                self._stats.timers_scheduled += scheduled
             if p in self._seq:
                 self._seq[p] += 1
                 write.seq, write.owner = self._seq[p], self.owner

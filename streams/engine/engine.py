@@ -17,11 +17,12 @@ What follows (sending the records, committing states and offsets) is the `Checkp
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
 
 from segments.evaluator import SegmentIndex
-from segments.events import CustomerDeleted
+from segments.events import TYPE_OF_CLASS, CustomerDeleted
 from segments.features import FeatureState, apply_event, new_state
 from streams.aio import let_io_run
 from streams.broker.topics import TopicNames
@@ -31,7 +32,7 @@ from streams.engine.checkpoint import Checkpoint, OpenPartition
 from streams.engine.intake import Intake, Record
 from streams.engine.output import BatchProducer
 from streams.engine.sink import MembershipSink
-from streams.engine.stats import EngineStats
+from streams.engine.stats import EngineObserver, EngineStats, NoObserver
 from streams.engine.timers import Timers
 from streams.storage.definitions import DefinitionSet
 from streams.storage.state import StateStore
@@ -53,8 +54,11 @@ class Engine:
         partitions: int,
         definitions: DefinitionSet,
         cache_size: int = 200_000,
+        stats: EngineStats | None = None,
+        observer: EngineObserver | None = None,
     ) -> None:
-        self.stats = EngineStats()
+        self.stats = stats if stats is not None else EngineStats()
+        self.observer: EngineObserver = observer if observer is not None else NoObserver()
         self.cache = StateCache(store, cache_size)
         self.intake = Intake(topics, partitions, output, self.stats)
         self.sink = MembershipSink(topics, output, self.stats)
@@ -116,6 +120,7 @@ class Engine:
             raise
         if self.backfill.plans:
             self.stats.applied_during_backfill += self.stats.applied - applied_before
+        self.sink.fold()
         self.cache.trim(checkpoint.uncommitted_customers)
 
     def _apply_all(self, partition: int, share: OpenPartition, events: list[Any], now_ms: int
@@ -127,6 +132,7 @@ class Engine:
         evaluate, emit = self.index.evaluate, self.sink.emit
         time_fields, horizon_ms = self.index.time_fields, self.index.horizon_ms
         applied = duplicates = 0
+        repeated: list[Any] = []
         for event in events:
             customer_id = event.customer_id
             state = cache.get(customer_id)
@@ -143,6 +149,7 @@ class Engine:
             changed = apply_event(state, event, now_ms, horizon_ms)
             if changed is None:
                 duplicates += 1
+                repeated.append(event)
                 continue
             applied += 1
             dirty[customer_id] = state
@@ -157,3 +164,17 @@ class Engine:
                                         event.event_id)
         self.stats.applied += applied
         self.stats.duplicates += duplicates
+        self._count_types(events, repeated)
+
+    def _count_types(self, events: list[Any], repeated: list[Any]) -> None:
+        """Events applied and repeated by type: one pass at C speed over the chunk, and one
+        per repeated event (rare), instead of a count in the loop above."""
+        by_class = Counter(map(type, events))
+        by_class.subtract(map(type, repeated))
+        applied, duplicates = self.stats.applied_by_type, self.stats.duplicates_by_type
+        for cls, count in by_class.items():
+            name = TYPE_OF_CLASS[cls]
+            applied[name] = applied.get(name, 0) + count
+        for event in repeated:
+            name = TYPE_OF_CLASS[type(event)]
+            duplicates[name] = duplicates.get(name, 0) + 1

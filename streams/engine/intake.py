@@ -40,6 +40,8 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Intake:
         self._topic_of_class = {
             cls: getattr(topics, TOPIC_OF_TYPE[name]) for cls, name in TYPE_OF_CLASS.items()
         }
+        self.oldest_ms: int | None = None
+        """The record timestamp of the last split's oldest record (of the first record of
+        each partition's run: the aligner releases a partition's records in timestamp order)."""
 
     def split(self, records: Iterable[Record], cache: StateCache) -> dict[int, PartitionEvents]:
         """The events to apply per partition, in record order, and the uncached customers.
@@ -78,10 +83,13 @@ class Intake:
         states: dict[str, Any] = {}
         events: list[Any] = []
         missing: set[str] = set()
+        oldest: int | None = None
         for record in records:
             count += 1
             if record.partition != partition:
                 partition = record.partition
+                if oldest is None or record.timestamp < oldest:
+                    oldest = record.timestamp
                 found = split.get(partition)
                 if found is None:
                     found = split[partition] = PartitionEvents()
@@ -106,10 +114,13 @@ class Intake:
             if customer_id not in states:
                 missing.add(customer_id)
         self._stats.events += count
+        self.oldest_ms = oldest
         return split
 
     def _dead_letter(self, record: Record, code: str, reason: str) -> None:
         self._stats.dead_letters += 1
+        by_reason = self._stats.dead_letters_by_reason
+        by_reason[code] = by_reason.get(code, 0) + 1
         log.warning(
             "dead letter from %s[%d]@%d: %s", record.topic, record.partition, record.offset,
             reason, extra={"partition": record.partition, "topic": record.topic,

@@ -25,6 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from redis.asyncio import Redis
 
 from streams.aio import let_io_run
+from streams.broker.connection import KafkaConnection
 from streams.broker.topics import TopicNames, cluster_id, ensure_topics, high_watermarks
 from streams.clock import wall_clock_ms
 from streams.engine.alignment import EventTimeAligner
@@ -32,6 +33,7 @@ from streams.engine.checkpoint import Checkpoint, GroupPolicy
 from streams.engine.collector import collector
 from streams.engine.engine import Engine
 from streams.engine.output import BatchProducer
+from streams.engine.stats import EngineObserver, EngineStats, NoObserver
 from streams.settings import Settings
 from streams.storage.definitions import DefinitionStore
 from streams.storage.state import StateStore
@@ -54,7 +56,8 @@ class Processor:
     """Runs the engine for the partitions this process is assigned, until stopped."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, clock: Callable[[], int] = wall_clock_ms
+        self, settings: Settings, redis: Redis, clock: Callable[[], int] = wall_clock_ms,
+        observer: EngineObserver | None = None,
     ) -> None:
         assert settings.kafka_bootstrap is not None
         self.settings = settings
@@ -65,6 +68,9 @@ class Processor:
         self.definition_store = DefinitionStore(redis, settings.key_prefix)
         self.lock = asyncio.Lock()
         self.ready = asyncio.Event()
+        self.stats = EngineStats()
+        """What every run of this processor did (the metrics read it)."""
+        self.observer: EngineObserver = observer if observer is not None else NoObserver()
         self._stopping = asyncio.Event()
         self.engine: Engine | None = None
         self.checkpoint: Checkpoint | None = None
@@ -87,17 +93,16 @@ class Processor:
         May be called again after it failed (the role's supervisor does, after an outage):
         each run starts from what Redis holds, as a new member of the group.
         """
-        bootstrap = self.settings.kafka_bootstrap
-        assert bootstrap is not None
+        kafka = self.settings.kafka_connection()
         self._reset()
         partitions = await ensure_topics(
-            bootstrap, self.topics, self.settings.partitions, self.settings.replication_factor
+            kafka, self.topics, self.settings.partitions, self.settings.replication_factor
         )
-        await self._check_cluster(bootstrap, partitions)
+        await self._check_cluster(kafka, partitions)
         # linger 0: `BatchProducer` hands over complete batches, and aiokafka lets even those
         # linger (docs/design.md, "Output batches")
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=0, acks="all",
+            **kafka.client_options(), linger_ms=0, acks="all",
             enable_idempotence=self.settings.kafka_idempotence, max_batch_size=1 << 20,
         )
         await producer.start()
@@ -107,12 +112,12 @@ class Processor:
                 await output.partitions_of(topic)
             self.engine = Engine(
                 self.store, output, self.topics, partitions, await self.definition_store.load(),
-                cache_size=self.settings.state_cache,
+                cache_size=self.settings.state_cache, stats=self.stats, observer=self.observer,
             )
             self.checkpoint = Checkpoint(self.store, output, GroupPolicy(
                 self.settings.commit_group_from, self.settings.commit_group_max),
-                schedule=self.engine.schedule)
-            await self._consume(bootstrap)
+                schedule=self.engine.schedule, stats=self.stats)
+            await self._consume(kafka)
         finally:
             await producer.stop()
             if self.engine is not None and self.checkpoint is not None:
@@ -128,9 +133,9 @@ class Processor:
         self._abandoned = False
         self.ready.clear()
 
-    async def _consume(self, bootstrap: str) -> None:
+    async def _consume(self, kafka: KafkaConnection) -> None:
         self._consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.client_options(),
             group_id=self.settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -213,12 +218,17 @@ class Processor:
         self._pause_full_buffers(aligner)
         records, positions = aligner.release(self.clock(), self.settings.batch_max)
         close = not records
+        sent = None
         if records:
             await let_io_run()  # the fetcher asks for the next records first
             now = self.clock()
             close = checkpoint.begin(len(records), now)
+            started, changes = time.perf_counter(), self.stats.added + self.stats.removed
             await engine.prepare(records, now, checkpoint)
+            self.observer.batch_applied(len(records), time.perf_counter() - started)
             checkpoint.advance(positions)
+            if self.stats.added + self.stats.removed != changes:
+                sent = self._acknowledged(engine.intake.oldest_ms)
         for p in sorted(engine.backfill.plans):
             plan = engine.backfill.plans[p]
             flips = await engine.backfill.step(p, self.clock(), self.settings.backfill_chunk,
@@ -233,7 +243,19 @@ class Processor:
             if await engine.timers.fire_due(owned, now, checkpoint):
                 close = True
         if records or checkpoint.is_open:
-            await checkpoint.hand_over(close)
+            await checkpoint.hand_over(close, sent)
+
+    def _acknowledged(self, oldest_ms: int | None) -> Callable[[], None] | None:
+        """What tells the observer, once a batch's membership records are acknowledged, how
+        long after its oldest record's timestamp that was."""
+        if oldest_ms is None:
+            return None
+        observer = self.observer
+
+        def sent() -> None:
+            observer.changes_acknowledged(max(0.0, (wall_clock_ms() - oldest_ms) / 1000))
+
+        return sent
 
     def _pause_full_buffers(self, aligner: EventTimeAligner) -> None:
         """Stop fetching topic-partitions whose buffer waits full for another input."""
@@ -297,7 +319,6 @@ class Processor:
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         assert self.engine is not None and self.checkpoint is not None
         await self.checkpoint.drain()
-        assert self.settings.kafka_bootstrap is not None
         by_partition: dict[int, list[TopicPartition]] = {}
         for tp in assigned:
             by_partition.setdefault(tp.partition, []).append(tp)
@@ -306,7 +327,7 @@ class Processor:
         stored_offsets = {p: await self.store.load_offsets(p) for p in sorted(by_partition)}
         # The broker is asked for its ends (a throwaway consumer's fetch) only where an offset
         # is stored to compare: not on a first start.
-        ends = await high_watermarks(self.settings.kafka_bootstrap, [
+        ends = await high_watermarks(self.settings.kafka_connection(), [
             tp for tp in assigned if stored_offsets[tp.partition].get(_field(tp), 0) > 0
         ])
         seeked: dict[TopicPartition, int] = {}
@@ -348,9 +369,10 @@ class Processor:
         if revoked:
             log.info("revoked partitions %s", sorted(partitions))
 
-    async def _check_cluster(self, bootstrap: str, partitions: int) -> None:
-        """Detect a broker that is not the one our Redis state came from, and start afresh."""
-        current = await cluster_id(bootstrap)
+    async def _check_cluster(self, kafka: KafkaConnection, partitions: int) -> None:
+        """Detect a broker that is not the one our Redis state came from, and start afresh;
+        refuse input topics whose partition count is not the one the state was built for."""
+        current = await cluster_id(kafka)
         meta = await self.store.global_meta()
         known = meta.get("kafka_cluster_id")
         if current and known and known != current:
@@ -360,15 +382,39 @@ class Processor:
                 "mean nothing here: starting from empty state (definitions are kept).",
                 known, current,
             )
-            for p in range(partitions):
+            for p in range(max(partitions, int(meta.get("partitions", 0)))):
                 await self._wipe(p)
+            meta = {}
         if current and known != current:
             await self.store.set_global_meta({"kafka_cluster_id": current})
+        built_for = meta.get("partitions")
+        if built_for is not None and int(built_for) != partitions:
+            raise PartitionCountChanged(int(built_for), partitions)
+        if built_for is None:
+            await self.store.set_global_meta({"partitions": str(partitions)})
 
     async def _wipe(self, partition: int) -> None:
         await self.store.wipe_partition(partition)
         if self.engine is not None:
             self.engine.cache.forget([partition])
+
+
+class PartitionCountChanged(ValueError):
+    """The input topics' partition count is not the one the Redis state was built for.
+
+    A customer's state lives under partition `murmur2(customer_id) mod count`: with another
+    count most customers' events would reach a partition without their state, start afresh and
+    leave their old state and memberships behind. A restart cannot fix that, so the processor
+    refuses to start."""
+
+    def __init__(self, built_for: int, now: int) -> None:
+        super().__init__(
+            f"the Redis state was built for {built_for} partitions of the input topics, which "
+            f"now have {now}: each customer's state is kept under the partition its id hashes "
+            f"to among {built_for}, so the processor refuses to start rather than misplace "
+            "every customer. Change a partition count by a re-key into new topics and a new "
+            "SEGSTREAM_KEY_PREFIX (README, \"Changing the partition count\"), or give the "
+            f"topics back their {built_for} partitions.")
 
 
 def _field(tp: TopicPartition) -> str:

@@ -33,6 +33,9 @@ class MembershipSink:
         self._records: dict[str, dict[int, SegmentRecords | None]] = {}
         """reason -> slot -> the records of that segment in this batch"""
         self._changed_at = ""
+        self._added: dict[SegmentRecords, int] = {}
+        self._removed: dict[SegmentRecords, int] = {}
+        """Changes emitted since the last `fold`, by the records (segment, reason) they used."""
 
     def set_definitions(self, definitions: DefinitionSet) -> None:
         self._by_slot = {d.slot: d for d in definitions.live.values()}
@@ -41,8 +44,19 @@ class MembershipSink:
 
     def new_batch(self, now_ms: int) -> None:
         """The batch's `changed_at`; records prepared for the previous batch go."""
+        self.fold()
         self._changed_at = iso_ms(now_ms)
         self._records = {}
+
+    def fold(self) -> None:
+        """Add the changes emitted since the last call to the stats' count by segment and
+        reason (once per batch: `emit` only counts per records object)."""
+        changes = self._stats.changes
+        for kind, tally in (("added", self._added), ("removed", self._removed)):
+            for records, count in tally.items():
+                key = (records.segment_id, records.reason, kind)
+                changes[key] = changes.get(key, 0) + count
+            tally.clear()
 
     def emit(
         self,
@@ -76,6 +90,7 @@ class MembershipSink:
         prefix = SegmentRecords.cause_prefix(cause or cause_event_id)
         suffixes = SegmentRecords.customer_suffixes(customer_id)
         counts = write.counts
+        tally_added, tally_removed = self._added, self._removed
         added = removed = 0
         while diff:
             low = diff & -diff
@@ -90,10 +105,12 @@ class MembershipSink:
             if new_mask & low:
                 sink.add(key, records.record(True, prefix, suffixes, who, cause_tail))
                 counts[segment_id] = counts.get(segment_id, 0) + 1
+                tally_added[records] = tally_added.get(records, 0) + 1
                 added += 1
             else:
                 sink.add(key, records.record(False, prefix, suffixes, who, cause_tail))
                 counts[segment_id] = counts.get(segment_id, 0) - 1
+                tally_removed[records] = tally_removed.get(records, 0) + 1
                 removed += 1
         self._stats.added += added
         self._stats.removed += removed

@@ -84,6 +84,7 @@ class Timers:
         engine.sink.new_batch(now_ms)
         share = checkpoint.partition(partition)
         write, index, stats = share.write, engine.index, engine.stats
+        scheduled = 0
         for customer_id, at in due:
             state = cache.get(customer_id)
             if state is None:  # deleted since: no state, no timer
@@ -95,7 +96,11 @@ class Timers:
                 engine.sink.emit(customer_id, state, new_mask, "time", write, None,
                                  cause=f"time@{at}")
                 share.put(customer_id, state)
-            write.timers[customer_id] = index.next_change(state, now_ms)
+            at_next = write.timers[customer_id] = index.next_change(state, now_ms)
+            scheduled += at_next is not None
         stats.timers_fired += len(due)
+        stats.timers_scheduled += scheduled
         stats.timer_lateness_ms = now_ms - min(at for _, at in due)
+        engine.sink.fold()
+        engine.observer.timers_fired(len(due), stats.timer_lateness_ms / 1000)
         return len(due)

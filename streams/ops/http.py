@@ -1,8 +1,11 @@
 """The HTTP server: health endpoints and Prometheus metrics, served in-process with uvicorn.
 
-`/health/live` answers while the process runs; `/health/ready` only when Kafka and Redis answer
-and no role is waiting out an outage (`Outages`), with the reasons when not. The segment API
-(contract section 6) mounts its routes on the same app.
+Every role serves them on SEGSTREAM_HTTP_PORT. `/health/live` answers while the process runs;
+`/health/ready` only when Kafka and Redis answer, no role is waiting out an outage (`Outages`)
+and each role of the process says it is ready (`HealthChecks.role`: the processor once it has
+joined its group and taken its partitions, the sync worker while it runs), with the reasons when
+not. `/metrics` is the process's registry (`streams.ops.metrics`). The segment API (contract
+section 6) mounts its routes on the same app.
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaClient
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from streams.broker.connection import KafkaTarget, client_options
 from streams.ops.outages import Outages
 
-MetricsSource = Callable[[], Awaitable[str]]
+MetricsSource = Callable[[], Awaitable[bytes]]
+RoleCheck = Callable[[], str]
+"""A role's readiness: "ok", or why it is not ready."""
 
 
 class HealthChecks:
@@ -32,12 +39,17 @@ class HealthChecks:
     outage would make the answer wait too.
     """
 
-    def __init__(self, kafka_bootstrap: str, redis: Redis, outages: Outages | None = None
+    def __init__(self, kafka: KafkaTarget, redis: Redis, outages: Outages | None = None
                  ) -> None:
         self.redis = redis
-        self.kafka = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=3000)
+        self.kafka = AIOKafkaClient(**client_options(kafka), request_timeout_ms=3000)
         self.outages = outages or Outages()
+        self.roles: dict[str, RoleCheck] = {}
         self._started = False
+
+    def role(self, name: str, check: RoleCheck) -> None:
+        """Count `name`'s own readiness in `/health/ready`."""
+        self.roles[name] = check
 
     async def close(self) -> None:
         if self._started:
@@ -66,6 +78,8 @@ class HealthChecks:
         for service, reason in self.outages.reasons().items():
             if results.get(service, "ok") == "ok":
                 results[service] = f"unavailable: {reason}"
+        for name, check in self.roles.items():
+            results[name] = check()
         return results
 
 
@@ -80,8 +94,8 @@ def health_routes(checks: HealthChecks, metrics: MetricsSource | None) -> list[B
                             status_code=200 if ok else 503)
 
     async def prometheus(_: Request) -> Response:
-        body = await metrics() if metrics else ""
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+        body = await metrics() if metrics else b""
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return [
         Route("/health/live", live),
@@ -100,6 +114,14 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    """The port a started server listens on (the one the kernel chose for port 0)."""
+    for listener in server.servers:
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return server.config.port
 
 
 @contextlib.asynccontextmanager

@@ -71,6 +71,7 @@ async def supervise(
             if service is None:
                 raise
             failures = 1 if time.monotonic() - started > HEALTHY_RUN_S else failures + 1
+            outages.failed(service)
             log.warning("%s stopped by an outage of %s (%s); it restarts once the services "
                         "answer", name, service, describe(exc))
         await pause(stop, backoff.compute(failures))

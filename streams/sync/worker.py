@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -76,9 +76,27 @@ class SyncCounters:
     duplicates: int = 0  # changes whose event_id was already taken
     outages: int = 0  # times a profile was held after retries ran out
     moved: int = 0  # members moved to a new email (included in synced)
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+        """The totals (not the by-reason breakdown)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+    def dead_lettered_for(self, code: str, count: int) -> None:
+        self.dead_lettered += count
+        self.dead_letters_by_reason[code] = self.dead_letters_by_reason.get(code, 0) + count
+
+
+class SyncObserver(Protocol):
+    """Told, once per batch, how long after their membership change customers were
+    confirmed by the provider (the change's record timestamp to the provider's answer)."""
+
+    def confirmed(self, seconds: Sequence[float]) -> None: ...
+
+
+class _NoObserver:
+    def confirmed(self, seconds: Sequence[float]) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -163,10 +181,11 @@ async def run_sync(
     clock: Clock = time.monotonic,
     options: SyncOptions | None = None,
     counters: SyncCounters | None = None,
+    observer: SyncObserver | None = None,
 ) -> None:
     """Run one sync worker until ``stop`` is set (pass ``counters`` to read them live)."""
     worker = SyncWorker(settings, redis, limits=limits, clock=clock, options=options,
-                        counters=counters)
+                        counters=counters, observer=observer)
     await worker.run(stop)
 
 
@@ -182,6 +201,7 @@ class SyncWorker:
         clock: Clock = time.monotonic,
         options: SyncOptions | None = None,
         counters: SyncCounters | None = None,
+        observer: SyncObserver | None = None,
     ) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("the sync worker needs SEGSTREAM_KAFKA_BOOTSTRAP")
@@ -190,6 +210,9 @@ class SyncWorker:
         self.settings = settings
         self.options = options or SyncOptions()
         self.counters = counters if counters is not None else SyncCounters()
+        self.observer: SyncObserver = observer if observer is not None else _NoObserver()
+        self._stamps: dict[tuple[TP, int], int] = {}
+        """(partition, offset) -> record timestamp (ms) of each change waiting in a bucket."""
         self.topics = TopicNames(settings.topic_prefix)
         self.group_id = f"{settings.group_id}-sync"
         self.limits = limits
@@ -217,14 +240,15 @@ class SyncWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, sync and commit until ``stop`` is set; then finish what is in flight."""
+        kafka = self.settings.kafka_connection().client_options()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group_id,
+            **kafka, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.session_timeout_ms // 3, 100),
         )
         self._consumer.subscribe([self.topics.membership], listener=_Rebalance(self))
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
+        self._producer = AIOKafkaProducer(**kafka)
         async with contextlib.AsyncExitStack() as stack:
             await self._producer.start()
             stack.push_async_callback(self._producer.stop)
@@ -290,18 +314,21 @@ class SyncWorker:
             if not bucket:
                 del self._building[target]
         self._tracker.forget(gone)
+        self._stamps = {k: v for k, v in self._stamps.items() if k[0] not in gone}
         self._seen.clear()  # dropped changes come back to whoever owns them now
 
     # -- reading ----------------------------------------------------------------------------
 
     async def _accept_all(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         changes: list[Change] = []
+        stamps: dict[tuple[TP, int], int] = {}
         for tp, records in batch.items():
             for record in records:
                 where = (tp.topic, tp.partition)
                 self._tracker.read(where, record.offset)
                 try:
                     changes.append(Change.parse(where, record.offset, record.key, record.value))
+                    stamps[(where, record.offset)] = record.timestamp
                 except InvalidMembership as exc:
                     await self._dead_letter_raw(where, record, "invalid_membership", str(exc))
         if any(c.segment_id not in self._targets for c in changes):
@@ -309,22 +336,26 @@ class SyncWorker:
         else:
             await self._refresh_definitions()
         for change in changes:
-            self._accept(change)
+            if self._accept(change):
+                self._stamps[(change.tp, change.offset)] = stamps[(change.tp, change.offset)]
 
-    def _accept(self, change: Change) -> None:
+    def _accept(self, change: Change) -> bool:
+        """Put the change in its target's bucket (True), or settle it now (False)."""
+
         if self._seen.seen(change.event_id):
             self.counters.duplicates += 1
             self._tracker.done(change.tp, change.offset)
-            return
+            return False
         target = self._target_of(change.segment_id)
         if target is None:
             self.counters.skipped += 1
             self._tracker.done(change.tp, change.offset)
-            return
+            return False
         bucket = self._building.get(target)
         if bucket is None:
             bucket = self._building[target] = Bucket(target, self._clock())
         bucket.add(change)
+        return True
 
     def _target_of(self, segment_id: str) -> Target | None:
         if segment_id in self._targets:
@@ -508,17 +539,25 @@ class SyncWorker:
     ) -> list[Pending]:
         leftover: list[Pending] = []
         refused: dict[tuple[str, str], list[Pending]] = {}
+        confirmed: list[float] = []
+        now_ms = time.time() * 1000
         for customer, action in work.items():
             pending, failure = bucket.items[customer], failures.get(customer)
             if failure is None and action.missing_email:
                 refused.setdefault(_MISSING_EMAIL, []).append(pending)
             elif failure is None:
+                first = pending.records[0]
+                stamp = self._stamps.get((first.tp, first.offset))
+                if stamp is not None:
+                    confirmed.append(max(0.0, (now_ms - stamp) / 1000))
                 self._done(pending)
                 self.counters.synced += 1
             elif failure.retriable:
                 leftover.append(pending)
             else:
                 refused.setdefault((failure.code, failure.reason), []).append(pending)
+        if confirmed:
+            self.observer.confirmed(confirmed)
         for (code, reason), pendings in refused.items():
             await self._dead_letter(pendings, code, reason)
         return leftover
@@ -554,6 +593,7 @@ class SyncWorker:
     def _done(self, pending: Pending) -> None:
         for change in pending.records:
             self._tracker.done(change.tp, change.offset)
+            self._stamps.pop((change.tp, change.offset), None)
 
     async def _dead_letter(self, pendings: list[Pending], code: str, reason: str) -> None:
         if not pendings:
@@ -566,7 +606,7 @@ class SyncWorker:
         await asyncio.gather(*sends)
         for pending in pendings:
             self._done(pending)
-        self.counters.dead_lettered += len(pendings)
+        self.counters.dead_lettered_for(code, len(pendings))
 
     async def _dead_letter_raw(self, tp: TP, record: Any, code: str, reason: str) -> None:
         await self._producer.send_and_wait(
@@ -574,7 +614,7 @@ class SyncWorker:
             headers=dlq_headers(tp[0], tp[1], record.offset, code, reason, stage="sync"),
         )
         self._tracker.done(tp, record.offset)
-        self.counters.dead_lettered += 1
+        self.counters.dead_lettered_for(code, 1)
 
     # -- holding profiles and pausing their partitions -----------------------------------------
 

@@ -189,7 +189,9 @@ def role_env(settings: Settings, **extra: str) -> dict[str, str]:
            "SEGSTREAM_TOPIC_PREFIX": settings.topic_prefix,
            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
            "SEGSTREAM_GROUP_ID": settings.group_id,
-           "SEGSTREAM_PARTITIONS": str(settings.partitions)}
+           "SEGSTREAM_PARTITIONS": str(settings.partitions),
+           # every role serves /health and /metrics: a port of its own, so roles run side by side
+           "SEGSTREAM_HTTP_PORT": "0"}
     return env | extra
 
 
@@ -221,6 +223,7 @@ class Rec:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
 
 
 def records(settings: Settings, events: list[dict[str, Any]],

@@ -172,7 +172,8 @@ def test_up_starts_everything_answers_health_and_stops_cleanly_on_ctrl_c(tmp_pat
     )
     try:
         ready = _wait_ready(port)
-        assert ready["checks"] == {"redis": "ok", "kafka": "ok"}
+        assert ready["checks"] == {"redis": "ok", "kafka": "ok", "processor": "ok",
+                                   "sync": "ok"}
         children = psutil.Process(proc.pid).children(recursive=True)
         assert {"tansu", "valkey"} <= {_kind(c) for c in children}
         services = json.loads((tmp_path / ".segstream/run/services.json").read_text())
@@ -222,8 +223,8 @@ def _wait_for_sync(port: int, at_least: int) -> int:
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for line in text.splitlines():
-            if line.startswith("segstream_sync_synced_total "):
-                synced = int(line.split()[1])
+            if line.startswith("segstream_sync_members_synced_total "):
+                synced = int(float(line.split()[1]))
                 if synced >= at_least:
                     return synced
         time.sleep(0.05)

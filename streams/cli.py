@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 
     lag = sub.add_parser("lag", help="consumer lag per group, topic and partition")
     lag.add_argument("--json", action="store_true", help="JSON instead of a table")
+    lag.add_argument("--watch", action="store_true",
+                     help="refresh the table in place, with each partition's trend (Ctrl-C stops)")
+    lag.add_argument("--interval", type=float, default=2.0, metavar="S",
+                     help="--watch: seconds between refreshes (2)")
+    lag.add_argument("--count", type=int, default=None, metavar="N",
+                     help="--watch: stop after N refreshes")
     lag.set_defaults(handler=_lag)
 
     reconcile = sub.add_parser(
@@ -192,7 +198,9 @@ async def _lag(args: argparse.Namespace, settings: Settings) -> int:
     settings = _found(settings, "lag")
     assert settings.kafka_bootstrap
     groups = groups_and_topics(TopicNames(settings.topic_prefix), settings.group_id)
-    rows = await consumer_lag(settings.kafka_bootstrap, groups)
+    if args.watch:
+        return await _lag_watch(args, settings, groups)
+    rows = await consumer_lag(settings.kafka_connection(), groups)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
@@ -201,6 +209,20 @@ async def _lag(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(r.group, r.topic, str(r.partition),
                       "-" if r.committed is None else str(r.committed), str(r.end), str(r.lag))
     Console().print(table)
+    return 0
+
+
+async def _lag_watch(args: argparse.Namespace, settings: Settings,
+                     groups: list[tuple[str, list[str]]]) -> int:
+    from streams.ops.lag import LagReader
+    from streams.ops.lag_watch import watch
+
+    if args.interval <= 0:
+        raise ValueError("--interval must be a positive number of seconds")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with LagReader(settings.kafka_connection(), groups) as reader:
+        await watch(reader, args.interval, Console(), stop, args.count)
     return 0
 
 

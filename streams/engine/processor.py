@@ -292,7 +292,7 @@ class Processor:
         offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self._to_report.items()}
         self._to_report = {}
         self._last_kafka_commit = time.monotonic()
-        commit = asyncio.ensure_future(_commit_offsets(self._consumer, offsets))
+        commit = asyncio.ensure_future(_commit_offsets(self._consumer, offsets, self.stats))
         if force:
             await commit
         else:
@@ -431,10 +431,12 @@ def _log_totals(engine: Engine, checkpoint: Checkpoint) -> None:
 
 
 async def _commit_offsets(consumer: AIOKafkaConsumer,
-                          offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+                          offsets: dict[TopicPartition, OffsetAndMetadata],
+                          stats: EngineStats) -> None:
     try:
         await consumer.commit(offsets)
     except (CommitFailedError, KafkaError) as exc:
+        stats.kafka_errors += 1
         log.info("kafka offset commit skipped (%s); Redis holds the applied offsets", exc)
 
 

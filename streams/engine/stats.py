@@ -35,6 +35,9 @@ class EngineStats:
     """Timers set (a customer's next re-evaluation written with its state)."""
     time_changes: int = 0
     """Membership changes emitted by fired timers."""
+    kafka_errors: int = 0
+    """Consumer-group offset commits the broker refused or did not answer (Redis holds the
+    applied offsets: only lag tools see them late)."""
     timer_lateness_ms: int = 0
     """The lateness of the latest chunk's most overdue timer: when it fired less when it was
     due."""

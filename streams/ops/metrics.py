@@ -216,7 +216,9 @@ class _CountersCollector(Collector):
                 "Records written to segments.dlq, by stage (process, sync) and reason code.",
                 ["stage", "reason"], dead)
         if self.outages is not None:
-            yield from _outage_families(self.outages)
+            kafka = sum(source.kafka_errors for source in (self.engine, self.sync)
+                        if source is not None)
+            yield from _outage_families(self.outages, kafka)
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -274,7 +276,9 @@ def _sync_families(counters: SyncCounters) -> Iterator[Metric]:
                    counters.outages)
 
 
-def _outage_families(outages: Outages) -> Iterator[Metric]:
+def _outage_families(outages: Outages, kafka_errors: int) -> Iterator[Metric]:
+    """Up, errors and outages per service; `kafka_errors` are the roles' own failed Kafka
+    calls (offset commits, dead-letter produces) beside the ones `outages` saw."""
     up = GaugeMetricFamily("segstream_service_up",
                            "Whether a backing service answers (1) or is in an outage (0).",
                            labels=["service"])
@@ -286,7 +290,8 @@ def _outage_families(outages: Outages) -> Iterator[Metric]:
                                 labels=["service"])
     for service in sorted({*SERVICES, *outages.counts, *outages.errors}):
         up.add_metric([service], 0 if outages.is_down(service) else 1)
-        errors.add_metric([service], outages.errors.get(service, 0))
+        extra = kafka_errors if service == "kafka" else 0
+        errors.add_metric([service], outages.errors.get(service, 0) + extra)
         count.add_metric([service], outages.counts.get(service, 0))
     yield from (up, errors, count)
 

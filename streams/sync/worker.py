@@ -76,6 +76,7 @@ class SyncCounters:
     duplicates: int = 0  # changes whose event_id was already taken
     outages: int = 0  # times a profile was held after retries ran out
     moved: int = 0  # members moved to a new email (included in synced)
+    kafka_errors: int = 0  # failed produces to segments.dlq and offset commits
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -409,6 +410,7 @@ class SyncWorker:
         try:
             leftover = await self._send(bucket)
         except KafkaError as exc:
+            self.counters.kafka_errors += 1
             log.warning("sync: dead-letter topic unavailable (%s); will retry", exc)
             self._hold(bucket.target.profile_id, outage=True)
         except Exception:  # a bug must not kill the worker silently; the batch is kept
@@ -669,6 +671,7 @@ class SyncWorker:
         try:
             await self._consumer.commit({TopicPartition(*tp): o for tp, o in offsets.items()})
         except KafkaError as exc:
+            self.counters.kafka_errors += 1
             log.warning("sync: commit failed (%s); will commit again", exc)
             return
         self._tracker.committed(offsets)

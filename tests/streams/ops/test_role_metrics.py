@@ -1,7 +1,8 @@
 """A role's `/metrics` and `/health/*` as an operator sees them, with events flowing.
 
-The processor role runs in this process (`run_system` as `segstream process` runs it, HTTP on a
-port of its own) against the session's broker and Redis; it is scraped over HTTP.
+The roles run in this process (`run_system` as `segstream process` and `segstream sync` run
+them, HTTP on a port of their own) against the session's broker and Redis; they are scraped
+over HTTP.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from streams.app import UpOptions, run_system
@@ -19,21 +21,25 @@ from tests.streams.helpers import BIG_SPENDERS, create_topics, define, order, pr
 from tests.streams.ops.scrape import free_port, has_sample, scrape, value
 
 
-@contextlib.asynccontextmanager
-async def process_role(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+def process_role(settings: Settings) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
     """`segstream process` in this process; an HTTP client on its port, once it is ready."""
+    return role(settings, UpOptions(http=False, sync=False))
+
+
+@contextlib.asynccontextmanager
+async def role(settings: Settings, options: UpOptions) -> AsyncIterator[httpx.AsyncClient]:
+    """The roles of `options` in this process; an HTTP client on their port, once ready."""
     port = free_port()
     settings = settings.with_changes(http_port=port)
     stop = asyncio.Event()
-    role = asyncio.create_task(run_system(
-        settings, UpOptions(http=False, sync=False), lambda _: None, None, stop))
+    running = asyncio.create_task(run_system(settings, options, lambda _: None, None, stop))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            await wait_for(lambda: _ready(http, role), timeout=60, what="the role ready")
+            await wait_for(lambda: _ready(http, running), timeout=60, what="the role ready")
             yield http
     finally:
         stop.set()
-        await role
+        await running
 
 
 async def _ready(http: httpx.AsyncClient, role: asyncio.Task[None]) -> bool:
@@ -90,3 +96,19 @@ async def test_a_process_role_counts_events_changes_dead_letters_and_lag(
             return value(await scrape(http), "segstream_segment_members", segment="big") == 20
 
         await wait_for(members_counted, timeout=10, what="members per segment")
+
+
+async def test_a_sync_role_serves_health_and_its_own_metrics(settings: Settings) -> None:
+    await create_topics(settings)
+    settings = settings.with_changes(secret_key=SecretStr("s" * 40))
+    async with role(settings, UpOptions(http=False, processor=False)) as http:
+        assert (await http.get("/health/live")).status_code == 200
+        ready = (await http.get("/health/ready")).json()
+        assert ready["checks"] == {"redis": "ok", "kafka": "ok", "sync": "ok"}, ready
+        text = await scrape(http)
+        assert has_sample(text, "segstream_sync_members_synced_total")
+        assert has_sample(text, "segstream_consumer_lag_records",
+                          group=f"{settings.group_id}-sync")
+        assert not has_sample(text, "segstream_consumer_lag_records", group=settings.group_id)
+        assert not has_sample(text, "segstream_records_consumed_total")  # no processor here
+        assert (await http.get("/segments")).status_code == 404  # the API is not served

@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 from streams.broker.partitioning import owner_partition
 from streams.broker.topics import TopicNames, high_watermarks
 from streams.engine.collector import YOUNG_THRESHOLD, Collector
+from streams.engine.processor import PartitionCountChanged, Processor
 from streams.ops.lag import consumer_lag, groups_and_topics
 from streams.settings import Settings
-from streams.storage.state import PartitionKeys
+from streams.storage.state import PartitionKeys, StateStore
 from tests.streams.helpers import (
     BIG_SPENDERS,
     changes,
@@ -251,6 +252,21 @@ async def test_state_ahead_of_the_broker_is_detected_and_reset(
     assert "lost its data" in caplog.text
     assert await redis_client.hget(stale.state, "c-ghost") is None
     assert asked == [{TopicPartition(topics.customers, 0)}]
+
+
+async def test_input_topics_with_another_partition_count_than_the_state_are_refused(
+    settings: Settings, redis_client: Redis
+):
+    """The state is kept per partition of murmur2(customer_id) mod count: a processor meeting
+    topics of another count refuses to start, saying what to do, instead of misplacing every
+    customer; the count it was built for is kept."""
+    async with running_processor(settings, redis_client):
+        pass
+    grown = settings.with_changes(topic_prefix=f"{settings.topic_prefix}grown.", partitions=6)
+    with pytest.raises(PartitionCountChanged, match=r"built for 4 partitions .* now have 6"):
+        await Processor(grown, redis_client).run()
+    kept = await StateStore(redis_client, settings.key_prefix).global_meta()
+    assert kept["partitions"] == "4"
 
 
 async def test_a_deleted_segment_recreated_with_the_same_id_gets_its_members_back(

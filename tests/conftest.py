@@ -57,7 +57,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every `segstream up` a test starts publishes its services for the user's other shells;
     # in tests they go to a folder of this session, never the home folder, and a `produce`
     # started by a test never finds the `up` of the developer running the suite.
-    os.environ["SEGSTREAM_STATE_DIR"] = tempfile.mkdtemp(prefix="segstream-test-state-")
+    # XDG_STATE_HOME too, for the tests that start roles without any SEGSTREAM_ variable.
+    state = tempfile.mkdtemp(prefix="segstream-test-state-")
+    os.environ["SEGSTREAM_STATE_DIR"] = state
+    os.environ["XDG_STATE_HOME"] = state
     config.addinivalue_line(
         "markers",
         "allow_task_leaks: the test hands tasks to a wider-scoped fixture on purpose",

@@ -339,6 +339,11 @@ class _Spawner:
         return future
 
     def _serve(self) -> None:
+        # A process-directed signal goes to any thread that does not block it. Delivered here,
+        # a Ctrl-C would not wake the main thread's event loop (asyncio.run's SIGINT handler
+        # sets no wakeup fd): the process slept on until its next timeout. The children undo
+        # this mask before exec (`_die_with_parent_hook`).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         while True:
             call, future = self._requests.get()
             if future.set_running_or_notify_cancel():
@@ -361,14 +366,23 @@ def _popen(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes
         )  # fmt: skip
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGTERM the child when its parent dies (Linux)."""
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _die_with_parent_hook() -> Callable[[], None]:
+    """A preexec_fn that unblocks the stop signals (the spawner thread blocks them, and a
+    signal mask survives exec) and, on Linux, has the kernel SIGTERM the child when its parent
+    dies."""
+    def unblock() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
     if not sys.platform.startswith("linux"):
-        return None
+        return unblock
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
     parent = os.getpid()
 
     def die_with_parent() -> None:
+        unblock()
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,6 +76,24 @@ def test_sync_start_and_stop_leave_no_process(tmp_path: Path) -> None:
         services.stop()
     assert alive(pids) == []
     services.stop()  # a second stop is harmless
+
+
+async def test_stop_signals_reach_the_main_thread_and_the_services(tmp_path: Path) -> None:
+    """The thread that forks the services blocks SIGINT and SIGTERM, so a Ctrl-C is delivered
+    to a thread whose event loop it wakes; the services themselves take both."""
+    async with EmbeddedServices(tmp_path) as services:
+        spawner = next(t for t in threading.enumerate() if t.name == "segstream-spawner")
+        assert {signal.SIGINT, signal.SIGTERM} <= _blocked(f"/proc/self/task/{spawner.native_id}")
+        for pid in services.pids.values():
+            assert not {signal.SIGINT, signal.SIGTERM} & _blocked(f"/proc/{pid}")
+
+
+def _blocked(proc_dir: str) -> set[signal.Signals]:
+    status = Path(proc_dir, "status").read_text()
+    mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1],
+               16)
+    return {signal.Signals(n) for n in range(1, 65) if mask >> (n - 1) & 1
+            and n in signal.valid_signals()}
 
 
 async def test_cluster_id_differs_between_runs(tmp_path: Path) -> None:

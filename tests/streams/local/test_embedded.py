@@ -191,7 +191,10 @@ if mode == "async":
     async def main():
         async with EmbeddedServices(run_dir) as services:
             report(services)
-            await asyncio.sleep(60)
+            # short sleeps: a SIGINT the kernel hands to an idle executor thread runs
+            # asyncio.run's handler only once the main thread's loop wakes up
+            for _ in range(600):
+                await asyncio.sleep(0.1)
     asyncio.run(main())
 else:
     services = EmbeddedServices(run_dir)

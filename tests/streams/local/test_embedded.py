@@ -179,8 +179,12 @@ async def test_resolve_services_starts_only_what_is_unset(tmp_path: Path) -> Non
 
 
 CHILD = """
-import asyncio, json, os, sys, time
+import asyncio, json, os, signal, sys, time
 from streams.local.embedded import EmbeddedServices
+
+# Ctrl-C as from a shell: the test process may hand down SIGINT ignored or blocked
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 mode, run_dir = sys.argv[1], sys.argv[2]
 

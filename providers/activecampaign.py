@@ -45,6 +45,7 @@ from providers.base import (
     ProviderList,
     ProviderSegment,
     balanced_chunks,
+    by_new_email,
     for_each_member,
     gather_or_raise,
     retire_old_emails,
@@ -299,8 +300,7 @@ class ActiveCampaignClient(ProviderClient):
     async def change_emails(
         self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
     ) -> BatchResult:
-        by_new = {c.new.email: c for c in changes}
-        by_new = {e: by_new[e] for e in unique_emails(by_new)}
+        by_new = by_new_email(changes)
         if not by_new:
             return BatchResult()
         await self._check_list(list_id)

@@ -220,6 +220,13 @@ class ProviderClient(abc.ABC):
         await self.aclose()
 
 
+def by_new_email(changes: Iterable[EmailChange]) -> dict[str, EmailChange]:
+    """Email changes keyed by their new email: the last change per new email, in the order of
+    `unique_emails` (one call per address however it is cased)."""
+    by_new = {c.new.email: c for c in changes}
+    return {e: by_new[e] for e in unique_emails(by_new)}
+
+
 def unique_emails(emails: Iterable[str]) -> list[str]:
     """Emails in order, without case-insensitive repeats (providers compare lowercased)."""
     seen: set[str] = set()

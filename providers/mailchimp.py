@@ -36,6 +36,7 @@ from providers.base import (
     ProviderClient,
     ProviderList,
     ProviderSegment,
+    by_new_email,
     chunked,
     for_each_member,
     gather_or_raise,
@@ -227,8 +228,7 @@ class MailchimpClient(ProviderClient):
     async def change_emails(
         self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
     ) -> BatchResult:
-        by_new = {c.new.email: c for c in changes}
-        by_new = {e: by_new[e] for e in unique_emails(by_new)}
+        by_new = by_new_email(changes)
         if not by_new:
             return BatchResult()
         # A missing list must fail loudly, not look like "old unknown" member by member.

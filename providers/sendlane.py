@@ -55,6 +55,7 @@ from providers.base import (
     ProviderClient,
     ProviderList,
     ProviderSegment,
+    by_new_email,
     chunked,
     for_each_member,
     retire_old_emails,
@@ -344,8 +345,7 @@ class SendlaneClient(ProviderClient):
     async def change_emails(
         self, list_id: str, changes: Sequence[EmailChange], segment_id: str | None = None
     ) -> BatchResult:
-        by_new = {c.new.email: c for c in changes}
-        by_new = {e: by_new[e] for e in unique_emails(by_new)}
+        by_new = by_new_email(changes)
         if not by_new:
             return BatchResult()
         payloads: dict[str, dict[str, Any]] = {}
